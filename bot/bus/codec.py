@@ -1,0 +1,84 @@
+"""Encode and decode every message that crosses Redis, and every recorded event line (orjson)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.messages import SIGNAL_SCHEMA_VERSION, Message, Signal
+
+_MESSAGE_TYPES: dict[str, tuple[type[BaseModel], frozenset[int]]] = {
+    "signal": (Signal, frozenset({SIGNAL_SCHEMA_VERSION})),
+}
+_EVENT_TYPES: dict[str, type[BookEvent] | type[TradeEvent]] = {"book": BookEvent, "trade": TradeEvent}
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid message or event; `reason` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(model: BaseModel) -> bytes:
+    """Serialise a message or event as compact JSON with `type` first."""
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+def _load_object(payload: bytes | str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("malformed_json", str(exc)) from None
+    if not isinstance(obj, dict):
+        raise DecodeError("not_an_object", type(obj).__name__)
+    return obj
+
+
+def _validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise DecodeError("invalid_fields", f"{where}: {first['msg']}") from None
+
+
+def decode_message(payload: bytes | str, expected_type: str | None = None) -> Message:
+    """Decode one Redis message; raise DecodeError for bad JSON, unknown type/version or invalid fields."""
+    obj = _load_object(payload)
+    kind = obj.get("type")
+    if expected_type is not None and kind != expected_type:
+        raise DecodeError("wrong_type", f"expected {expected_type!r}, got {kind!r}")
+    known = _MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if known is None:
+        raise DecodeError("unknown_type", repr(kind))
+    model, versions = known
+    version = obj.get("schema_version")
+    if version not in versions:
+        raise DecodeError("unknown_schema_version", f"{kind} schema_version {version!r}")
+    message: Message = _validate(model, obj)
+    return message
+
+
+def decode_event(line: bytes | str) -> MarketEvent:
+    """Decode one recording line; DecodeError (reason `unknown_type` for a type to skip and count) otherwise."""
+    obj = _load_object(line)
+    kind = obj.get("type")
+    model = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise DecodeError("unknown_type", repr(kind))
+    event: MarketEvent = _validate(model, obj)
+    return event
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schemas of every message and event model, keyed by type."""
+    schemas: dict[str, Any] = {name: model.model_json_schema() for name, (model, _) in _MESSAGE_TYPES.items()}
+    schemas.update({name: model.model_json_schema() for name, model in _EVENT_TYPES.items()})
+    return schemas

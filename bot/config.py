@@ -1,0 +1,217 @@
+"""The one frozen root config: YAML file, then environment overrides (`ARBBOT_REDIS_URL`, …)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.bus.redis_url import redact_url
+
+SUPPORTED_EXCHANGES = frozenset({"okx"})
+"""ccxt.pro exchange classes (wire protocols) a venue entry may name in this release."""
+
+DEMO_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$", description="canonical BASE/QUOTE")]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+Bps = Annotated[float, Field(ge=0.0, le=10_000.0)]
+
+
+class ConfigError(ValueError):
+    """A config the user must fix; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisConfig(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "arb"
+    stream_maxlen: Annotated[int, Field(ge=100)] = 100_000
+    publish_queue: Annotated[int, Field(ge=10)] = 10_000
+
+    @model_validator(mode="after")
+    def _scheme(self) -> RedisConfig:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis.url must start with redis://, rediss:// or unix://, got {redact_url(self.url)}")
+        return self
+
+
+class VenueConfig(_Strict):
+    exchange: str = Field(description="ccxt.pro exchange class that speaks this venue's protocol")
+    simulated: bool = False
+    ws_url: str | None = Field(default=None, description="override of the exchange's websocket base URL")
+    taker_fee_bps: Bps
+    symbols: tuple[Symbol, ...] | None = Field(default=None, description="default: every configured symbol")
+
+    @model_validator(mode="after")
+    def _known_exchange(self) -> VenueConfig:
+        if self.exchange not in SUPPORTED_EXCHANGES:
+            raise ValueError(f"exchange {self.exchange!r} is not supported yet (supported: {sorted(SUPPORTED_EXCHANGES)})")
+        return self
+
+
+class SimSymbolConfig(_Strict):
+    start_price: PositiveFloat
+    volatility_bps: PositiveFloat = Field(description="fair-price volatility per sqrt(second), bps")
+    jumps_per_minute: NonNegativeFloat = 6.0
+    jump_bps: NonNegativeFloat = 15.0
+    tick_size: PositiveFloat = 0.01
+    lot_size: PositiveFloat = 0.0001
+    top_size: PositiveFloat = Field(description="mean size at the best level, base units")
+
+
+class SimVenueConfig(_Strict):
+    lag_ms: NonNegativeInt = Field(description="how far this venue's quotes trail the fair price")
+    noise_bps: NonNegativeFloat = 0.5
+    spread_bps: PositiveFloat = 1.0
+    depth_levels: Annotated[int, Field(ge=1, le=400)] = 25
+    level_gap_bps: PositiveFloat = 0.5
+    size_scale: PositiveFloat = 1.0
+
+
+class SimulatorConfig(_Strict):
+    seed: int = 7
+    tick_ms: Annotated[int, Field(ge=5, le=10_000)] = 50
+    symbols: dict[Symbol, SimSymbolConfig]
+    venues: dict[Name, SimVenueConfig]
+
+
+class CexCexConfig(_Strict):
+    min_net_edge_bps: float = Field(default=1.0, ge=-1_000.0, le=10_000.0)
+    max_notional: PositiveFloat = 50_000.0
+    step_score: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    step_size_fraction: PositiveFloat = 0.25
+    step_edge_bps: PositiveFloat = 1.0
+
+
+class StrategiesConfig(_Strict):
+    cex_cex: CexCexConfig = CexCexConfig()
+
+
+class RuleScorerConfig(_Strict):
+    edge_midpoint_bps: float = 2.0
+    edge_scale_bps: PositiveFloat = 2.0
+    skew_tau_ms: PositiveFloat = 500.0
+    base_lifetime_ms: PositiveFloat = 400.0
+
+
+class ScorerConfig(_Strict):
+    rule: RuleScorerConfig = RuleScorerConfig()
+
+
+class RootConfig(_Strict):
+    """Everything arbbot reads at start; frozen, unknown keys rejected."""
+
+    redis: RedisConfig = RedisConfig()
+    symbols: Annotated[tuple[Symbol, ...], Field(min_length=1)]
+    book_depth: Annotated[int, Field(ge=1, le=400)] = 20
+    venues: Annotated[dict[Name, VenueConfig], Field(min_length=2)]
+    simulator: SimulatorConfig | None = None
+    strategies: StrategiesConfig = StrategiesConfig()
+    scorer: ScorerConfig = ScorerConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RootConfig:
+        known = set(self.symbols)
+        for name, venue in self.venues.items():
+            unknown = set(venue.symbols or ()) - known
+            if unknown:
+                raise ValueError(f"venues.{name}.symbols names {sorted(unknown)}, not in symbols")
+        simulated = [name for name, venue in self.venues.items() if venue.simulated]
+        if simulated and self.simulator is None:
+            raise ValueError(f"venues {simulated} are simulated but there is no simulator section")
+        if self.simulator is not None:
+            missing = [name for name in simulated if name not in self.simulator.venues]
+            if missing:
+                raise ValueError(f"simulated venues {missing} have no simulator.venues entry")
+            unpriced = [s for name in simulated for s in self.symbols_of(name) if s not in self.simulator.symbols]
+            if unpriced:
+                raise ValueError(f"symbols {sorted(set(unpriced))} have no simulator.symbols entry")
+        return self
+
+    def symbols_of(self, venue: str) -> tuple[str, ...]:
+        """The symbols a venue trades."""
+        return self.venues[venue].symbols or self.symbols
+
+    def fingerprint(self) -> str:
+        """Short hash of the whole config, for the start-up log."""
+        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with secrets removed, safe to print."""
+        dumped = self.model_dump(mode="json")
+        dumped["redis"]["url"] = redact_url(self.redis.url)
+        return dumped
+
+
+class EnvOverrides(BaseSettings):
+    """Settings read from the environment; they win over the YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBBOT_", extra="ignore", frozen=True)
+
+    redis_url: str | None = None
+    redis_prefix: str | None = None
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{where}'")
+        else:
+            lines.append(f"{source}: {where or 'config'}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> RootConfig:
+    """Validate a config mapping, applying environment overrides; raise ConfigError naming `source`."""
+    overrides = EnvOverrides()
+    merged: dict[str, Any] = dict(data)
+    redis_section = dict(merged.get("redis") or {})
+    if overrides.redis_url is not None:
+        redis_section["url"] = overrides.redis_url
+    if overrides.redis_prefix is not None:
+        redis_section["prefix"] = overrides.redis_prefix
+    if redis_section:
+        merged["redis"] = redis_section
+    try:
+        return RootConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> RootConfig:
+    """Load and validate a YAML config file; every user error becomes one ConfigError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    return parse_config(data, source)
+

@@ -1,0 +1,59 @@
+"""A small typed adapter around ccxt.pro, which ships untyped; nothing else imports ccxt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt.pro as ccxtpro
+
+from bot.events import Level
+
+
+@dataclass(frozen=True, slots=True)
+class BookCopy:
+    """A copy of ccxt's live book (ccxt mutates its own in place)."""
+
+    symbol: str
+    timestamp: int | None
+    nonce: int | None
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+def _levels(side: Any, depth: int) -> tuple[Level, ...]:
+    return tuple((float(level[0]), float(level[1])) for level in side[:depth])
+
+
+class CcxtProClient:
+    """One ccxt.pro exchange instance, optionally pointed at another websocket URL and given its markets."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        ws_url: str | None = None,
+        market_rows: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        exchange_class = getattr(ccxtpro, exchange_id)
+        self._exchange: Any = exchange_class({"enableRateLimit": False})
+        if ws_url is not None:
+            self._exchange.urls["api"]["ws"] = ws_url
+        if market_rows is not None:
+            # Markets from the instrument rows the venue serves: no REST call needed.
+            self._exchange.set_markets(self._exchange.parse_markets(list(market_rows)))
+
+    async def watch_book(self, symbol: str, depth: int) -> BookCopy:
+        """Wait for the next book update of `symbol` and copy its top `depth` levels."""
+        book = await self._exchange.watch_order_book(symbol)
+        return BookCopy(
+            symbol=symbol,
+            timestamp=book.get("timestamp"),
+            nonce=book.get("nonce"),
+            bids=_levels(book["bids"], depth),
+            asks=_levels(book["asks"], depth),
+        )
+
+    async def close(self) -> None:
+        """Close every websocket and HTTP session of this client."""
+        await self._exchange.close()

@@ -1,0 +1,56 @@
+"""What every strategy sees and returns: a read-only market view in, evaluations out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.events import BookEvent
+
+OpportunityKey = tuple[str, str, str, str]
+"""(kind, symbol, buy_venue, sell_venue)."""
+
+
+class MarketView(Protocol):
+    """Read-only market state: the latest valid book per venue and symbol."""
+
+    def book(self, venue: str, symbol: str) -> BookEvent | None: ...
+
+    def venues_for(self, symbol: str) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One venue pair evaluated in one direction after a market update.
+
+    `size` is 0 when no size pays after costs; prices are then the touch (best ask, best bid).
+    `costs` hold fees and gas in quote units.
+    """
+
+    kind: str
+    symbol: str
+    buy_venue: str
+    sell_venue: str
+    ts: int
+    buy_book_ts: int
+    sell_book_ts: int
+    size: float
+    buy_price: float
+    sell_price: float
+    gross_edge_bps: float
+    net_edge_bps: float
+    fees: float
+    tradeable: bool
+
+    @property
+    def key(self) -> OpportunityKey:
+        return (self.kind, self.symbol, self.buy_venue, self.sell_venue)
+
+
+class Strategy(Protocol):
+    """Re-evaluate only the opportunities an update touches."""
+
+    kind: str
+
+    def on_book(self, market: MarketView, book: BookEvent) -> list[Evaluation]: ...
