@@ -1,0 +1,106 @@
+"""The `signals` role: feeds, market state, strategies, scorer and publisher in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.bus.channels import Channels
+from bot.bus.publisher import SignalPublisher
+from bot.clock import Clock, SystemClock
+from bot.config import RootConfig
+from bot.engine import SignalEngine
+from bot.feeds.ccxt_adapter import CcxtProClient
+from bot.feeds.cex import CexBookFeed
+from bot.messages import Signal
+from bot.rejections import RejectionCounter
+from bot.scoring.rule import RuleScorer
+from strategies.cex_cex import CexCexStrategy
+
+log = logging.getLogger(__name__)
+
+Endpoint = tuple[str, list[dict[str, Any]]]
+"""(websocket URL, market rows) that point a ccxt.pro client at a local venue."""
+
+
+class SignalsRole:
+    """Wire feeds → engine → publisher for every venue of the config."""
+
+    def __init__(
+        self,
+        config: RootConfig,
+        redis_client: aioredis.Redis,
+        endpoints: Mapping[str, Endpoint] | None = None,
+        clock: Clock | None = None,
+        on_signal: Callable[[Signal], object] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.rejections = RejectionCounter()
+        self.publisher = SignalPublisher(
+            redis_client,
+            Channels(config.redis.prefix),
+            config.redis.stream_maxlen,
+            config.redis.publish_queue,
+            self.clock,
+        )
+        self._on_signal = on_signal
+        strategy = CexCexStrategy(
+            config.strategies.cex_cex, {name: venue.taker_fee_bps for name, venue in config.venues.items()}
+        )
+        self.engine = SignalEngine(
+            [strategy],
+            RuleScorer(config.scorer.rule),
+            config.strategies.cex_cex,
+            self._publish,
+            self.rejections,
+            clock=self.clock,
+        )
+        endpoints = endpoints or {}
+        self.feeds = [
+            CexBookFeed(
+                name,
+                CcxtProClient(venue.exchange, *self._endpoint(name, venue.ws_url, endpoints)),
+                config.symbols_of(name),
+                config.book_depth,
+                self.engine.submit,
+                self.rejections,
+                self.clock,
+            )
+            for name, venue in config.venues.items()
+        ]
+        self._engine_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _endpoint(
+        name: str, ws_url: str | None, endpoints: Mapping[str, Endpoint]
+    ) -> tuple[str | None, list[dict[str, Any]] | None]:
+        if name in endpoints:
+            return endpoints[name]
+        return ws_url, None
+
+    def _publish(self, signal: Signal) -> None:
+        self.publisher.submit(signal)
+        if self._on_signal is not None:
+            self._on_signal(signal)
+
+    async def start(self) -> None:
+        log.info("signals role starting, config %s", self.config.fingerprint())
+        self.publisher.start()
+        self._engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name="engine")
+        for feed in self.feeds:
+            feed.start()
+
+    async def stop(self) -> None:
+        """Close feeds, drain the engine, close open opportunities and flush the publisher."""
+        await asyncio.gather(*(feed.close() for feed in self.feeds))
+        if self._engine_task is not None:
+            await self.engine.stop()
+            await self._engine_task
+            self._engine_task = None
+        self.engine.close_all()
+        await self.publisher.close()
