@@ -16,7 +16,6 @@ from pydantic import (
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     ValidationError,
     model_validator,
 )
@@ -65,7 +64,9 @@ class VenueConfig(_Strict):
     @model_validator(mode="after")
     def _known_exchange(self) -> VenueConfig:
         if self.exchange not in SUPPORTED_EXCHANGES:
-            raise ValueError(f"exchange {self.exchange!r} is not supported yet (supported: {sorted(SUPPORTED_EXCHANGES)})")
+            raise ValueError(
+                f"exchange {self.exchange!r} is not supported yet (supported: {sorted(SUPPORTED_EXCHANGES)})"
+            )
         return self
 
 
@@ -214,4 +215,3 @@ def load_config(path: str | Path) -> RootConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     return parse_config(data, source)
-

@@ -124,7 +124,7 @@ async def run_demo(config: RootConfig, duration_s: float | None, console: Consol
         await venues.stop()
         await client.aclose()
         if local_redis is not None:
-            local_redis.stop()
+            await local_redis.stop()
     return summary
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bot.events import PositiveFinite, Timestamp
 
-SIGNAL_SCHEMA_VERSION = 1
+SIGNAL_SCHEMA_VERSION: Final = 1
 
 
 def _finite(value: float) -> float:

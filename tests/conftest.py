@@ -53,8 +53,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = shutil.which("redis-server")
     if server is None:
         pytest.fail(
-            "redis-server is not on PATH: install Redis (apt-get install redis-server) "
-            "or set ARBBOT_TEST_REDIS_URL",
+            "redis-server is not on PATH: install Redis (apt-get install redis-server) or set ARBBOT_TEST_REDIS_URL",
             pytrace=False,
         )
     workdir = tmp_path_factory.mktemp("redis")

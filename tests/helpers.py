@@ -31,9 +31,7 @@ async def eventually(
         await asyncio.sleep(min(interval, remaining))
 
 
-def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = ""
-) -> T:
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
     """Poll `predicate` until it returns something truthy, and return that (blocking)."""
     deadline = time.monotonic() + timeout
     while True:

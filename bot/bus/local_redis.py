@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import subprocess
 import tempfile
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ def _free_port() -> int:
 class LocalRedis:
     """A `redis-server` this process started; `stop()` ends it."""
 
-    process: subprocess.Popen[bytes]
+    process: asyncio.subprocess.Process
     url: str
     workdir: tempfile.TemporaryDirectory[str]
 
@@ -53,25 +52,30 @@ class LocalRedis:
             )
         port = _free_port()
         workdir = tempfile.TemporaryDirectory(prefix="arbbot-redis-")
-        args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                "--dir", workdir.name, "--loglevel", "warning"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            *("--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"),
+            *("--dir", workdir.name, "--loglevel", "warning"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         local = cls(process, f"redis://127.0.0.1:{port}/0", workdir)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not await redis_answers(local.url, 0.5):
-            if process.poll() is not None or loop.time() > deadline:
-                local.stop()
+            if process.returncode is not None or loop.time() > deadline:
+                await local.stop()
                 raise RedisUnavailable(f"redis-server on port {port} did not start")
             await asyncio.sleep(0.05)
         return local
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
+    async def stop(self) -> None:
+        """Terminate the server (kill it if it lingers) and remove its folder."""
+        if self.process.returncode is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.process.wait(), 5.0)
+            except TimeoutError:
                 self.process.kill()
-                self.process.wait()
+                await self.process.wait()
         self.workdir.cleanup()

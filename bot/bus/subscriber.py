@@ -53,5 +53,5 @@ async def follow(
                 break
     finally:
         await pubsub.punsubscribe(pattern)
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     return stats
