@@ -26,6 +26,16 @@ def _levels(side: Any, depth: int) -> tuple[Level, ...]:
     return tuple((float(level[0]), float(level[1])) for level in side[:depth])
 
 
+def _copy(symbol: str, book: Any, depth: int) -> BookCopy:
+    return BookCopy(
+        symbol=symbol,
+        timestamp=book.get("timestamp"),
+        nonce=book.get("nonce"),
+        bids=_levels(book["bids"], depth),
+        asks=_levels(book["asks"], depth),
+    )
+
+
 class CcxtProClient:
     """One ccxt.pro exchange instance, optionally pointed at another websocket URL and given its markets."""
 
@@ -46,13 +56,12 @@ class CcxtProClient:
     async def watch_book(self, symbol: str, depth: int) -> BookCopy:
         """Wait for the next book update of `symbol` and copy its top `depth` levels."""
         book = await self._exchange.watch_order_book(symbol)
-        return BookCopy(
-            symbol=symbol,
-            timestamp=book.get("timestamp"),
-            nonce=book.get("nonce"),
-            bids=_levels(book["bids"], depth),
-            asks=_levels(book["asks"], depth),
-        )
+        return _copy(symbol, book, depth)
+
+    def current_book(self, symbol: str, depth: int) -> BookCopy | None:
+        """Copy the book ccxt holds for `symbol` now, without waiting; None before its snapshot."""
+        book = self._exchange.orderbooks.get(symbol)
+        return None if book is None else _copy(symbol, book, depth)
 
     async def close(self) -> None:
         """Close every websocket and HTTP session of this client."""

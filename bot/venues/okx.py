@@ -224,6 +224,10 @@ class OkxVenueServer:
         log.info("venue %s (okx protocol) listening on %s", self.name, self.ws_url)
 
     @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
     def frames_sent(self) -> int:
         return sum(conn.sent for conn in self._connections)
 
