@@ -110,7 +110,7 @@ async def test_unknown_channel_and_bad_json_get_okx_errors(server: OkxVenueServe
 
 
 async def test_ccxt_client_ends_with_exactly_the_server_book(server: OkxVenueServer) -> None:
-    """Pace a simulated market into the server while the real ccxt.pro client watches; final books agree level by level."""
+    """Pace a simulated market into the server while ccxt.pro watches; the final books agree level by level."""
     sim_config = SimulatorConfig(
         seed=11,
         tick_ms=5,
