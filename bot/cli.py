@@ -58,7 +58,7 @@ def demo(
         raise _fail(str(exc)) from None
     if cfg.simulator is None:
         raise _fail(f"{config}: the demo needs a simulator section and simulated venues")
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         summary = asyncio.run(run_demo(cfg, duration, console))
     except RedisUnavailable as exc:
