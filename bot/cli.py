@@ -27,7 +27,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"arbbot: {message}", markup=False, highlight=False)
+    print(f"arbbot: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 

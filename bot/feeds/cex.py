@@ -40,7 +40,6 @@ class FeedStats:
 
     updates: int = 0
     errors: int = 0
-    reconnects: int = 0
     last_error: str = ""
     per_symbol_updates: dict[str, int] = field(default_factory=dict)
 
@@ -93,7 +92,6 @@ class CexBookFeed:
                 delay = self._backoff.delay(attempt, self._rng)
                 attempt += 1
                 self.stats.errors += 1
-                self.stats.reconnects += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s %s: %s; retrying in %.2f s", self.venue, symbol, self.stats.last_error, delay)
                 await self._clock.sleep(delay)

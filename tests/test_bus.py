@@ -1,0 +1,119 @@
+"""The Redis bus against real Redis servers: bad messages are counted, nothing accepted is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from helpers import eventually, free_port
+
+from bot.bus.channels import Channels
+from bot.bus.codec import encode
+from bot.bus.publisher import SignalPublisher
+from bot.messages import Costs, Signal
+
+
+def _signal(symbol: str = "BTC/USDT", net_edge_bps: float = 3.0) -> Signal:
+    return Signal(
+        ts=1_763_700_000_123,
+        opportunity_id=uuid.uuid4().hex,
+        status="open",
+        kind="cex_cex",
+        symbol=symbol,
+        buy_venue="alpha",
+        sell_venue="beta",
+        buy_price=97_000.0,
+        sell_price=97_080.0,
+        buy_book_ts=1_763_700_000_100,
+        sell_book_ts=1_763_700_000_123,
+        size=0.25,
+        gross_edge_bps=8.2,
+        net_edge_bps=net_edge_bps,
+        costs=Costs(fees=12.1),
+        score=0.6,
+        expected_lifetime_ms=240.0,
+        expected_edge_bps=1.8,
+        model="rule",
+    )
+
+
+async def test_subscriber_skips_and_counts_malformed_messages(redis_url: str, subprocess_env: dict[str, str]) -> None:
+    prefix = f"arbtest{uuid.uuid4().hex[:8]}"
+    channel = Channels(prefix).signal("cex_cex", "BTC/USDT")
+    subscriber = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "subscribe", f"{prefix}:signal:*", "--count", "2",
+        env=subprocess_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert subscriber.stderr is not None
+    assert b"listening" in await asyncio.wait_for(subscriber.stderr.readline(), 30)
+    good = [_signal(), _signal("ETH/USDT")]
+    bad: list[bytes] = [
+        b"{not json",
+        b"[1, 2, 3]",
+        orjson.dumps({**orjson.loads(encode(good[0])), "schema_version": 99}),
+        orjson.dumps({**orjson.loads(encode(good[0])), "buy_price": -1.0}),
+        orjson.dumps({"type": "decision", "schema_version": 1}),
+    ]
+    client = aioredis.from_url(redis_url)
+    try:
+        for payload in [*bad, encode(good[0]), encode(good[1])]:
+            await client.publish(channel, payload)
+        stdout, stderr = await asyncio.wait_for(subscriber.communicate(), 30)
+    finally:
+        await client.aclose()
+    assert subscriber.returncode == 0
+    assert stdout.decode().splitlines() == [encode(s).decode() for s in good]
+    report = stderr.decode()
+    assert report.count("skipped malformed message") == len(bad)
+    assert f"{len(bad)} malformed message(s) skipped" in report
+
+
+async def test_publisher_keeps_signals_while_redis_is_down_and_delivers_them_after() -> None:
+    """Signals accepted while Redis is unreachable are published, in order, once it comes up."""
+    server_binary = shutil.which("redis-server")
+    if server_binary is None:
+        pytest.fail("redis-server is not on PATH; install it (apt-get install redis-server)")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    client = aioredis.from_url(url, socket_connect_timeout=0.2)
+    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
+    publisher.start()
+    sent = [_signal(net_edge_bps=1.0 + i) for i in range(5)]
+    assert all(publisher.submit(signal) for signal in sent)
+    await eventually(lambda: publisher.stats.redis_errors >= 2, message="publisher never tried the dead Redis")
+    assert publisher.stats.published == 0
+    server = await asyncio.create_subprocess_exec(
+        server_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await eventually(lambda: publisher.stats.published == len(sent), timeout=30, message="not all delivered")
+        await publisher.close()
+        entries = await client.xrange(channels.signal_stream())
+    finally:
+        server.terminate()
+        await server.wait()
+        await client.aclose()
+    assert [orjson.loads(fields[b"data"])["id"] for _, fields in entries] == [s.id for s in sent]
+    assert publisher.stats.dropped == 0
+
+
+async def test_publisher_counts_what_a_full_queue_drops(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=10)
+    accepted = [publisher.submit(_signal()) for _ in range(15)]
+    assert accepted == [True] * 10 + [False] * 5
+    assert publisher.stats.dropped == 5
+    publisher.start()
+    await publisher.close()
+    assert publisher.stats.published == 10
+    assert await client.xlen(channels.signal_stream()) == 10
+    await client.delete(channels.signal_stream())
+    await client.aclose()
