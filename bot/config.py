@@ -208,6 +208,8 @@ def load_config(path: str | Path) -> RootConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not a UTF-8 text file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

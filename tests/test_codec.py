@@ -120,7 +120,7 @@ def test_signal_round_trips(signal: Signal) -> None:
 def test_encoded_signal_is_a_utf8_object_with_type_first(signal: Signal) -> None:
     payload = encode(signal)
     obj = orjson.loads(payload.decode("utf-8"))
-    assert list(obj)[0] == "type"
+    assert next(iter(obj)) == "type"
     assert obj["type"] == "signal"
     assert obj["schema_version"] == 1
     assert obj["id"] == signal.id

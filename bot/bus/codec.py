@@ -25,9 +25,14 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+ENVELOPE_FIELDS = ("type", "schema_version", "id", "ts")
+"""Fields every message carries; a message missing one is rejected (DESIGN.md)."""
+
+
 def encode(model: BaseModel) -> bytes:
     """Serialise a message or event as compact JSON with `type` first."""
-    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+    fields = model.model_dump(mode="json", exclude_none=True)
+    return orjson.dumps({"type": fields.pop("type"), **fields})
 
 
 def _load_object(payload: bytes | str) -> dict[str, Any]:
@@ -60,8 +65,11 @@ def decode_message(payload: bytes | str, expected_type: str | None = None) -> Me
         raise DecodeError("unknown_type", repr(kind))
     model, versions = known
     version = obj.get("schema_version")
-    if version not in versions:
+    if type(version) is not int or version not in versions:
         raise DecodeError("unknown_schema_version", f"{kind} schema_version {version!r}")
+    missing = [name for name in ENVELOPE_FIELDS if name not in obj]
+    if missing:
+        raise DecodeError("invalid_fields", f"missing {', '.join(missing)}")
     message: Message = _validate(model, obj)
     return message
 
