@@ -60,7 +60,7 @@ def _summarise(role: SignalsRole, summary: DemoSummary) -> None:
     summary.opportunities = stats.opportunities
     summary.signals = stats.signals
     summary.published = role.publisher.stats.published
-    summary.dropped = role.publisher.stats.dropped + stats.dropped_updates
+    summary.dropped = role.publisher.dropped + role.engine.dropped_updates
     summary.rejected = role.rejections.by_reason()
     summary.venues = {feed.venue: feed.stats.updates for feed in role.feeds}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from bot.events import BookEvent
 from bot.market_state import MarketState
 from bot.messages import Signal
 from bot.opportunities import OpportunityTracker
+from bot.queues import BoundedQueue
 from bot.rejections import RejectionCounter
 from bot.scoring.rule import RuleScorer
 from strategies.base import Evaluation, Strategy
@@ -20,7 +20,6 @@ from strategies.base import Evaluation, Strategy
 log = logging.getLogger(__name__)
 
 SignalSink = Callable[[Signal], object]
-_STOP = object()
 
 
 @dataclass(slots=True)
@@ -30,7 +29,6 @@ class EngineStats:
     updates: int = 0
     opportunities: int = 0
     signals: int = 0
-    dropped_updates: int = 0
     strategy_errors: int = 0
 
 
@@ -53,33 +51,28 @@ class SignalEngine:
         self._scorer = scorer
         self._tracker = OpportunityTracker(steps)
         self._sink = sink
-        self._queue: asyncio.Queue[object] = asyncio.Queue(queue_size)
         self._clock = clock or SystemClock()
-        self._last_full_warning = float("-inf")
+        self._queue: BoundedQueue[BookEvent] = BoundedQueue("engine", queue_size, self._clock.monotonic)
 
     @property
     def open_opportunities(self) -> int:
         return self._tracker.open_count
 
+    @property
+    def dropped_updates(self) -> int:
+        return self._queue.dropped
+
     def submit(self, book: BookEvent) -> None:
-        """Queue a book event (the feeds' sink). A full queue drops the update, counted and warned."""
-        try:
-            self._queue.put_nowait(book)
-        except asyncio.QueueFull:
-            self.stats.dropped_updates += 1
-            now = self._clock.monotonic()
-            if now - self._last_full_warning > 5.0:
-                self._last_full_warning = now
-                log.warning("engine queue full: %d book updates dropped so far", self.stats.dropped_updates)
+        """Queue a book event (the feeds' sink); a full queue drops it, counted."""
+        self._queue.offer(book)
 
     async def run(self) -> None:
         """Process queued events until `stop()`."""
-        while (item := await self._queue.get()) is not _STOP:
-            assert isinstance(item, BookEvent)
-            self.on_book(item)
+        while (book := await self._queue.get()) is not None:
+            self.on_book(book)
 
     async def stop(self) -> None:
-        await self._queue.put(_STOP)
+        await self._queue.close()
 
     def on_book(self, book: BookEvent) -> None:
         """Apply one book event and emit the signals it calls for."""

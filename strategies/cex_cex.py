@@ -36,25 +36,13 @@ class CexCexStrategy:
         buy_fee, sell_fee = self._fee[buy.venue], self._fee[sell.venue]
         walk = walk_cross(buy.asks, sell.bids, buy_fee, sell_fee, self._config.max_notional)
         if walk is None:
-            ask, bid = buy.best_ask, sell.best_bid
-            fees_per_unit = ask * buy_fee + bid * sell_fee
-            return Evaluation(
-                kind=self.kind,
-                symbol=buy.symbol,
-                buy_venue=buy.venue,
-                sell_venue=sell.venue,
-                ts=ts,
-                buy_book_ts=buy.ts,
-                sell_book_ts=sell.ts,
-                size=0.0,
-                buy_price=ask,
-                sell_price=bid,
-                gross_edge_bps=(bid - ask) / ask * 1e4,
-                net_edge_bps=(bid - ask - fees_per_unit) / ask * 1e4,
-                fees=0.0,
-                tradeable=False,
-            )
-        net_edge_bps = walk.net_edge_bps
+            # Nothing pays: report the touch, so a closing signal shows the books that closed the gap.
+            size, buy_price, sell_price, fees = 0.0, buy.best_ask, sell.best_bid, 0.0
+            gross_edge_bps = (sell_price - buy_price) / buy_price * 1e4
+            net_edge_bps = (sell_price * (1 - sell_fee) - buy_price * (1 + buy_fee)) / buy_price * 1e4
+        else:
+            size, buy_price, sell_price, fees = walk.size, walk.buy_vwap, walk.sell_vwap, walk.fees
+            gross_edge_bps, net_edge_bps = walk.gross_edge_bps, walk.net_edge_bps
         return Evaluation(
             kind=self.kind,
             symbol=buy.symbol,
@@ -63,11 +51,11 @@ class CexCexStrategy:
             ts=ts,
             buy_book_ts=buy.ts,
             sell_book_ts=sell.ts,
-            size=walk.size,
-            buy_price=walk.buy_vwap,
-            sell_price=walk.sell_vwap,
-            gross_edge_bps=walk.gross_edge_bps,
+            size=size,
+            buy_price=buy_price,
+            sell_price=sell_price,
+            gross_edge_bps=gross_edge_bps,
             net_edge_bps=net_edge_bps,
-            fees=walk.fees,
-            tradeable=net_edge_bps >= self._config.min_net_edge_bps,
+            fees=fees,
+            tradeable=walk is not None and net_edge_bps >= self._config.min_net_edge_bps,
         )

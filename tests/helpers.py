@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from bot.messages import Costs, Signal
+
 T = TypeVar("T")
 
 
@@ -49,3 +51,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def make_signal(**overrides: object) -> Signal:
+    """A valid open cex_cex signal; keyword arguments replace any field."""
+    fields: dict[str, object] = {
+        "ts": 1_763_700_000_123,
+        "opportunity_id": "opp-1",
+        "status": "open",
+        "kind": "cex_cex",
+        "symbol": "BTC/USDT",
+        "buy_venue": "alpha",
+        "sell_venue": "beta",
+        "buy_price": 97000.1,
+        "sell_price": 97010.3,
+        "buy_book_ts": 1_763_700_000_100,
+        "sell_book_ts": 1_763_700_000_123,
+        "size": 0.25,
+        "gross_edge_bps": 1.05,
+        "net_edge_bps": 0.55,
+        "costs": Costs(fees=4.85),
+        "score": 0.4,
+        "expected_lifetime_ms": 160.0,
+        "expected_edge_bps": 0.22,
+        "model": "rule",
+    }
+    fields.update(overrides)
+    return Signal.model_validate(fields)

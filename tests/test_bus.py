@@ -10,36 +10,16 @@ import uuid
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from helpers import eventually, free_port
+from helpers import eventually, free_port, make_signal
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
 from bot.bus.publisher import SignalPublisher
-from bot.messages import Costs, Signal
+from bot.messages import Signal
 
 
 def _signal(symbol: str = "BTC/USDT", net_edge_bps: float = 3.0) -> Signal:
-    return Signal(
-        ts=1_763_700_000_123,
-        opportunity_id=uuid.uuid4().hex,
-        status="open",
-        kind="cex_cex",
-        symbol=symbol,
-        buy_venue="alpha",
-        sell_venue="beta",
-        buy_price=97_000.0,
-        sell_price=97_080.0,
-        buy_book_ts=1_763_700_000_100,
-        sell_book_ts=1_763_700_000_123,
-        size=0.25,
-        gross_edge_bps=8.2,
-        net_edge_bps=net_edge_bps,
-        costs=Costs(fees=12.1),
-        score=0.6,
-        expected_lifetime_ms=240.0,
-        expected_edge_bps=1.8,
-        model="rule",
-    )
+    return make_signal(opportunity_id=uuid.uuid4().hex, symbol=symbol, net_edge_bps=net_edge_bps)
 
 
 async def test_subscriber_skips_and_counts_malformed_messages(redis_url: str, subprocess_env: dict[str, str]) -> None:
@@ -101,7 +81,7 @@ async def test_publisher_keeps_signals_while_redis_is_down_and_delivers_them_aft
         await server.wait()
         await client.aclose()
     assert [orjson.loads(fields[b"data"])["id"] for _, fields in entries] == [s.id for s in sent]
-    assert publisher.stats.dropped == 0
+    assert publisher.dropped == 0
 
 
 async def test_publisher_counts_what_a_full_queue_drops(redis_url: str) -> None:
@@ -110,7 +90,7 @@ async def test_publisher_counts_what_a_full_queue_drops(redis_url: str) -> None:
     publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=10)
     accepted = [publisher.submit(_signal()) for _ in range(15)]
     assert accepted == [True] * 10 + [False] * 5
-    assert publisher.stats.dropped == 5
+    assert publisher.dropped == 5
     publisher.start()
     await publisher.close()
     assert publisher.stats.published == 10

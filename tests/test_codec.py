@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import make_signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,27 +68,7 @@ json_values = st.recursive(
 
 
 def _signal() -> Signal:
-    return Signal(
-        ts=1_763_700_000_123,
-        opportunity_id="opp-1",
-        status="open",
-        kind="cex_cex",
-        symbol="BTC/USDT",
-        buy_venue="alpha",
-        sell_venue="beta",
-        buy_price=97000.1,
-        sell_price=97010.3,
-        buy_book_ts=1_763_700_000_100,
-        sell_book_ts=1_763_700_000_123,
-        size=0.25,
-        gross_edge_bps=1.05,
-        net_edge_bps=0.55,
-        costs=Costs(fees=4.85),
-        score=0.4,
-        expected_lifetime_ms=160.0,
-        expected_edge_bps=0.22,
-        model="rule",
-    )
+    return make_signal()
 
 
 def _as_dict(message: Signal) -> dict[str, Any]:

@@ -118,4 +118,4 @@ async def test_signals_reach_a_subscriber_process_and_match_the_books(
     assert {signal.id for signal in signals} <= streamed_ids
     assert role is not None
     assert role.rejections.total == 0
-    assert role.publisher.stats.dropped == 0
+    assert role.publisher.dropped == 0

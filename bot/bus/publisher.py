@@ -14,10 +14,9 @@ from bot.bus.channels import Channels
 from bot.bus.codec import encode
 from bot.clock import Clock, SystemClock
 from bot.messages import Signal
+from bot.queues import BoundedQueue
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 @dataclass(slots=True)
@@ -25,7 +24,6 @@ class PublisherStats:
     """What the publisher did."""
 
     published: int = 0
-    dropped: int = 0
     redis_errors: int = 0
 
 
@@ -48,9 +46,8 @@ class SignalPublisher:
         self._client = client
         self._channels = channels
         self._maxlen = stream_maxlen
-        self._queue: asyncio.Queue[object] = asyncio.Queue(queue_size)
         self._clock = clock or SystemClock()
-        self._last_drop_warning = float("-inf")
+        self._queue: BoundedQueue[Signal] = BoundedQueue("publisher", queue_size, self._clock.monotonic)
         self._rng = random.Random()
         self._writer: asyncio.Task[None] | None = None
 
@@ -59,38 +56,32 @@ class SignalPublisher:
 
     def submit(self, signal: Signal) -> bool:
         """Queue a signal for publishing; False (and counted) if the queue is full."""
-        try:
-            self._queue.put_nowait(signal)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-            now = self._clock.monotonic()
-            if now - self._last_drop_warning > 5.0:
-                self._last_drop_warning = now
-                log.warning("publisher queue full: dropped %d signals so far", self.stats.dropped)
-            return False
-        return True
+        return self._queue.offer(signal)
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued (within `timeout_s`), then stop the writer."""
         if self._writer is None:
             return
-        await self._queue.put(_STOP)
+        await self._queue.close()
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
         except TimeoutError:
-            log.warning("publisher: %d signals not flushed before shutdown", self._queue.qsize())
+            log.warning("publisher: %d signals not flushed before shutdown", len(self._queue))
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         self._writer = None
 
     async def _write(self) -> None:
-        while (item := await self._queue.get()) is not _STOP:
-            assert isinstance(item, Signal)
-            await self._publish_until_done(item)
+        while (signal := await self._queue.get()) is not None:
+            await self._publish_until_done(signal)
 
     async def _publish_until_done(self, signal: Signal) -> None:
         payload = encode(signal)
