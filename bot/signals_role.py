@@ -23,8 +23,8 @@ from strategies.cex_cex import CexCexStrategy
 
 log = logging.getLogger(__name__)
 
-Endpoint = tuple[str, list[dict[str, Any]]]
-"""(websocket URL, market rows) that point a ccxt.pro client at a local venue."""
+Endpoint = tuple[dict[str, Any], list[dict[str, Any]]]
+"""(URL overrides, market rows) that point a ccxt.pro client at a local venue."""
 
 
 class SignalsRole:
@@ -78,10 +78,10 @@ class SignalsRole:
     @staticmethod
     def _endpoint(
         name: str, ws_url: str | None, endpoints: Mapping[str, Endpoint]
-    ) -> tuple[str | None, list[dict[str, Any]] | None]:
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
         if name in endpoints:
             return endpoints[name]
-        return ws_url, None
+        return ({"ws": ws_url} if ws_url else None), None
 
     def _publish(self, signal: Signal) -> None:
         self.publisher.submit(signal)

@@ -15,7 +15,8 @@ from bot.config import SimSymbolConfig, SimulatorConfig, SimVenueConfig
 from bot.feeds.ccxt_adapter import CcxtProClient
 from bot.sim.driver import SimulationDriver
 from bot.sim.market import MarketSimulator
-from bot.venues.okx import Instrument, OkxVenueServer, instrument_row, okx_checksum
+from bot.venues.base import Instrument
+from bot.venues.okx import OkxVenueServer, instrument_row, okx_checksum
 
 FIXTURE = Path(__file__).parent / "fixtures" / "okx" / "books_btc_usdt_2022-05-13.jsonl"
 BTC = Instrument("BTC/USDT", tick_size=0.1, lot_size=0.00001, min_size=0.00001)
@@ -52,7 +53,7 @@ def test_checksum_matches_real_okx_frames() -> None:
 
 def test_instrument_row_parses_with_ccxt() -> None:
     """The rows the server would list give ccxt a spot market with the venue's tick and lot sizes."""
-    client = CcxtProClient("okx", "ws://127.0.0.1:1/ws/v5", [instrument_row(BTC)])
+    client = CcxtProClient("okx", {"ws": "ws://127.0.0.1:1/ws/v5"}, [instrument_row(BTC)])
     market = client._exchange.market("BTC/USDT")
     assert market["id"] == "BTC-USDT"
     assert market["spot"] is True
@@ -70,7 +71,7 @@ async def server() -> AsyncIterator[OkxVenueServer]:
 
 async def test_raw_protocol_ack_snapshot_update_ping(server: OkxVenueServer) -> None:
     server.publish_book("BTC/USDT", 1_700_000_000_000, [(100.0, 1.0), (99.9, 2.0)], [(100.1, 1.5)])
-    async with aiohttp.ClientSession() as session, session.ws_connect(server.ws_url + "/public") as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.ws_url + "/ws/v5/public") as ws:
         await ws.send_str("ping")
         assert await ws.receive_str() == "pong"
         await ws.send_str(
@@ -97,7 +98,7 @@ async def test_raw_protocol_ack_snapshot_update_ping(server: OkxVenueServer) -> 
 
 
 async def test_unknown_channel_and_bad_json_get_okx_errors(server: OkxVenueServer) -> None:
-    async with aiohttp.ClientSession() as session, session.ws_connect(server.ws_url + "/public") as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.ws_url + "/ws/v5/public") as ws:
         await ws.send_str(
             orjson.dumps({"op": "subscribe", "args": [{"channel": "books", "instId": "NOPE-USDT"}]}).decode()
         )
@@ -119,7 +120,7 @@ async def test_ccxt_client_ends_with_exactly_the_server_book(server: OkxVenueSer
     )
     driver = SimulationDriver(MarketSimulator(sim_config, {"alpha": ["BTC/USDT"]}), {"alpha": server})
     driver.step()
-    client = CcxtProClient("okx", server.ws_url, [instrument_row(BTC)])
+    client = CcxtProClient("okx", server.ccxt_urls(), server.market_rows())
     seen: list[int] = []
 
     async def watch() -> None:
@@ -148,7 +149,7 @@ async def test_ccxt_client_ends_with_exactly_the_server_book(server: OkxVenueSer
 
 async def test_client_close_leaves_no_connection(server: OkxVenueServer) -> None:
     server.publish_book("BTC/USDT", 1_700_000_000_000, [(100.0, 1.0)], [(100.1, 1.5)])
-    client = CcxtProClient("okx", server.ws_url, [instrument_row(BTC)])
+    client = CcxtProClient("okx", server.ccxt_urls(), server.market_rows())
     await asyncio.wait_for(client.watch_book("BTC/USDT", 20), 10)
     assert server.connection_count == 1
     await client.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,14 @@ def _levels(side: Any, depth: int) -> tuple[Level, ...]:
     return tuple((float(level[0]), float(level[1])) for level in side[:depth])
 
 
+def _deep_update(target: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
 def _copy(symbol: str, book: Any, depth: int) -> BookCopy:
     return BookCopy(
         symbol=symbol,
@@ -37,18 +45,18 @@ def _copy(symbol: str, book: Any, depth: int) -> BookCopy:
 
 
 class CcxtProClient:
-    """One ccxt.pro exchange instance, optionally pointed at another websocket URL and given its markets."""
+    """One ccxt.pro exchange instance, optionally pointed at other URLs and given its markets."""
 
     def __init__(
         self,
         exchange_id: str,
-        ws_url: str | None = None,
+        url_overrides: Mapping[str, Any] | None = None,
         market_rows: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         exchange_class = getattr(ccxtpro, exchange_id)
         self._exchange: Any = exchange_class({"enableRateLimit": False})
-        if ws_url is not None:
-            self._exchange.urls["api"]["ws"] = ws_url
+        if url_overrides:
+            _deep_update(self._exchange.urls["api"], url_overrides)
         if market_rows is not None:
             # Markets from the instrument rows the venue serves: no REST call needed.
             self._exchange.set_markets(self._exchange.parse_markets(list(market_rows)))

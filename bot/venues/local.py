@@ -9,7 +9,8 @@ from bot.clock import Clock
 from bot.config import RootConfig
 from bot.sim.driver import SimulationDriver
 from bot.sim.market import MarketSimulator
-from bot.venues.okx import Instrument, OkxVenueServer, instrument_row
+from bot.venues.base import Instrument
+from bot.venues.okx import OkxVenueServer
 
 
 class LocalVenues:
@@ -47,7 +48,7 @@ class LocalVenues:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*(server.stop() for server in self.servers.values()))
 
-    def endpoint(self, venue: str) -> tuple[str, list[dict[str, Any]]]:
-        """(websocket URL, market rows) for ccxt to reach a simulated venue."""
+    def endpoint(self, venue: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(URL overrides, market rows) for ccxt to reach a simulated venue."""
         server = self.servers[venue]
-        return server.ws_url, [instrument_row(inst) for inst in server.instruments]
+        return server.ccxt_urls(), server.market_rows()

@@ -1,70 +1,39 @@
-"""A local venue that speaks OKX's public v5 websocket order-book protocol.
+"""A local venue that speaks OKX's public v5 websocket protocol.
 
 Enough of it that an unmodified ccxt.pro `okx` client connects by URL override alone:
-`{"op":"subscribe"}` acknowledged per argument, `books` snapshot (`prevSeqId` -1) then updates whose
-`prevSeqId` is the previous `seqId`, OKX's CRC32 `checksum` over the top 25 levels, and the text
-`ping` → `pong` keep-alive. Prices and sizes go out as decimal strings, as OKX sends them.
+`{"op":"subscribe"}` acknowledged per argument; `books` snapshot (`prevSeqId` -1) then updates whose
+`prevSeqId` is the previous `seqId`, with OKX's CRC32 `checksum` over the top 25 levels; `bbo-tbt`
+(top of book on every change); `trades`; the text `ping` → `pong` keep-alive. Prices and sizes go out
+as decimal strings, as OKX sends them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from bot.events import Level
+from bot.venues.base import Change, Connection, Instrument, ServerBook, VenueServer, decimal_text
 
-log = logging.getLogger(__name__)
-
-BOOK_CHANNEL = "books"
+BOOKS = "books"
+BBO = "bbo-tbt"
+TRADES = "trades"
+CHANNELS = frozenset({BOOKS, BBO, TRADES})
 CHECKSUM_LEVELS = 25
 
-BookListener = Callable[[str, int, tuple[Level, ...], tuple[Level, ...]], None]
-"""Called with (symbol, ts, bids, asks) for every book state the server sends."""
 
-
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    """A spot instrument as the venue lists it."""
-
-    symbol: str
-    tick_size: float
-    lot_size: float
-    min_size: float
-
-    @property
-    def inst_id(self) -> str:
-        return self.symbol.replace("/", "-")
-
-    def price_text(self, price: float) -> str:
-        return _decimal_text(price, self.tick_size)
-
-    def size_text(self, size: float) -> str:
-        return _decimal_text(size, self.lot_size)
-
-
-def _decimals(step: float) -> int:
-    text = f"{step:.12f}".rstrip("0")
-    return len(text.split(".")[1]) if "." in text else 0
-
-
-def _decimal_text(value: float, step: float) -> str:
-    return f"{value:.{_decimals(step)}f}"
+def inst_id(symbol: str) -> str:
+    return symbol.replace("/", "-")
 
 
 def instrument_row(instrument: Instrument) -> dict[str, str]:
     """The instrument as a row of OKX's `GET /api/v5/public/instruments?instType=SPOT` response."""
-    base, quote = instrument.symbol.split("/")
     return {
         "alias": "",
-        "baseCcy": base,
+        "baseCcy": instrument.base,
         "category": "1",
         "ctMult": "",
         "ctType": "",
@@ -72,19 +41,19 @@ def instrument_row(instrument: Instrument) -> dict[str, str]:
         "ctValCcy": "",
         "expTime": "",
         "instFamily": "",
-        "instId": instrument.inst_id,
+        "instId": inst_id(instrument.symbol),
         "instType": "SPOT",
         "lever": "10",
         "listTime": "1548133413000",
-        "lotSz": _decimal_text(instrument.lot_size, instrument.lot_size),
+        "lotSz": decimal_text(instrument.lot_size, instrument.lot_size),
         "maxLmtSz": "9999999999",
         "maxMktSz": "1000000",
-        "minSz": _decimal_text(instrument.min_size, instrument.lot_size),
-        "quoteCcy": quote,
+        "minSz": decimal_text(instrument.min_size, instrument.lot_size),
+        "quoteCcy": instrument.quote,
         "settleCcy": "",
         "state": "live",
         "stk": "",
-        "tickSz": _decimal_text(instrument.tick_size, instrument.tick_size),
+        "tickSz": decimal_text(instrument.tick_size, instrument.tick_size),
         "uly": "",
     }
 
@@ -101,194 +70,81 @@ def okx_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
-class _Connection:
-    """One client connection; a single writer task keeps its frames in order."""
-
-    def __init__(self, ws: web.WebSocketResponse, conn_id: str, max_queue: int) -> None:
-        self.ws = ws
-        self.conn_id = conn_id
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(max_queue)
-        self._writer = asyncio.create_task(self._write(), name=f"okx-venue-writer-{conn_id}")
-        self.sent = 0
-
-    def send(self, text: str) -> None:
-        """Queue a frame; a client too slow to keep up is disconnected, as real venues do."""
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
-            log.warning("okx venue: connection %s too slow, closing it", self.conn_id)
-            self._writer.cancel()
-            asyncio.get_running_loop().create_task(self.ws.close())
-
-    async def _write(self) -> None:
-        while (text := await self._queue.get()) is not None:
-            try:
-                await self.ws.send_str(text)
-            except ConnectionError:
-                return
-            self.sent += 1
-
-    async def close(self) -> None:
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
-        await self.ws.close()
+def _levels(changes: Sequence[Change]) -> list[list[str]]:
+    return [[price, size, "0", "0" if size == "0" else "1"] for price, size in changes]
 
 
-@dataclass(slots=True)
-class _Book:
-    instrument: Instrument
-    seq_id: int = 0
-    ts: int = 0
-    bids: dict[str, str] = field(default_factory=dict)
-    asks: dict[str, str] = field(default_factory=dict)
-    subscribers: set[_Connection] = field(default_factory=set)
+class OkxVenueServer(VenueServer):
+    """One simulated venue speaking OKX's public websocket protocol."""
 
-    def sorted_side(self, side: dict[str, str], descending: bool) -> list[list[str]]:
-        ordered = sorted(side.items(), key=lambda item: float(item[0]), reverse=descending)
-        return [[price, size, "0", "1"] for price, size in ordered]
+    protocol = "okx"
 
-    def frame(self, action: str, bids: list[list[str]], asks: list[list[str]], prev_seq_id: int) -> str:
-        full_bids = self.sorted_side(self.bids, descending=True)
-        full_asks = self.sorted_side(self.asks, descending=False)
-        data = {
-            "asks": asks,
-            "bids": bids,
-            "ts": str(self.ts),
-            "checksum": okx_checksum(full_bids, full_asks),
-            "prevSeqId": prev_seq_id,
-            "seqId": self.seq_id,
-        }
-        arg = {"channel": BOOK_CHANNEL, "instId": self.instrument.inst_id}
-        return orjson.dumps({"arg": arg, "action": action, "data": [data]}).decode()
-
-    def snapshot(self) -> str:
-        bids = self.sorted_side(self.bids, descending=True)
-        return self.frame("snapshot", bids, self.sorted_side(self.asks, descending=False), -1)
-
-
-def _diff(old: dict[str, str], new: dict[str, str]) -> list[list[str]]:
-    changes = [[price, size, "0", "1"] for price, size in new.items() if old.get(price) != size]
-    changes.extend([price, "0", "0", "0"] for price in old if price not in new)
-    return changes
-
-
-class OkxVenueServer:
-    """One simulated venue on 127.0.0.1, speaking OKX's public websocket protocol."""
-
-    def __init__(
-        self,
-        name: str,
-        instruments: Sequence[Instrument],
-        host: str = "127.0.0.1",
-        port: int = 0,
-        max_queue: int = 10_000,
-    ) -> None:
-        self.name = name
-        self._max_queue = max_queue
-        self._host = host
-        self._port = port
-        self._books = {inst.inst_id: _Book(inst) for inst in instruments}
-        self._by_symbol = {inst.symbol: inst.inst_id for inst in instruments}
-        self._connections: set[_Connection] = set()
-        self._conn_ids = itertools.count(1)
-        self._listeners: list[BookListener] = []
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def instruments(self) -> list[Instrument]:
-        return [book.instrument for book in self._books.values()]
-
-    @property
-    def port(self) -> int:
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError(f"venue server {self.name} is not running")
-        port: int = self._runner.addresses[0][1]
-        return port
-
-    @property
-    def ws_url(self) -> str:
-        """The value for ccxt's `urls['api']['ws']` (ccxt appends `/public`)."""
-        return f"ws://{self._host}:{self.port}/ws/v5"
-
-    def add_listener(self, listener: BookListener) -> None:
-        """Call `listener` with every book state this server sends."""
-        self._listeners.append(listener)
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self._handle_ws)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        log.info("venue %s (okx protocol) listening on %s", self.name, self.ws_url)
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
+    def ccxt_urls(self) -> dict[str, Any]:
+        return {"ws": f"{self.ws_url}/ws/v5"}  # ccxt appends /public
 
-    @property
-    def frames_sent(self) -> int:
-        return sum(conn.sent for conn in self._connections)
+    def market_rows(self) -> list[dict[str, Any]]:
+        return [instrument_row(inst) for inst in self.instruments]
 
-    async def stop(self) -> None:
-        for conn in list(self._connections):
-            await conn.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def book_frames(
+        self, book: ServerBook, bids: list[Change], asks: list[Change], prev_id: int
+    ) -> list[tuple[str, str]]:
+        symbol = book.instrument.symbol
+        frames = [
+            (
+                f"{BOOKS}:{symbol}",
+                self._books_frame(book, "snapshot" if prev_id == 0 else "update", bids, asks, prev_id),
+            )
+        ]
+        sorted_bids, sorted_asks = book.sorted_bids(), book.sorted_asks()
+        if sorted_bids and sorted_asks:
+            data = {"asks": _levels(sorted_asks[:1]), "bids": _levels(sorted_bids[:1]), "ts": str(book.ts)}
+            frames.append((f"{BBO}:{symbol}", self._frame(BBO, symbol, None, data)))
+        return frames
 
-    def book_state(self, symbol: str) -> tuple[int, tuple[Level, ...], tuple[Level, ...]]:
-        """(seqId, bids, asks) as last sent for `symbol`."""
-        book = self._books[self._by_symbol[symbol]]
-        bids = tuple((float(p), float(s)) for p, s, _, _ in book.sorted_side(book.bids, descending=True))
-        asks = tuple((float(p), float(s)) for p, s, _, _ in book.sorted_side(book.asks, descending=False))
-        return book.seq_id, bids, asks
-
-    def publish_book(self, symbol: str, ts: int, bids: Sequence[Level], asks: Sequence[Level]) -> None:
-        """Make (bids, asks) the venue's book for `symbol` at `ts` and queue the update to subscribers."""
-        book = self._books[self._by_symbol[symbol]]
+    def trade_frames(
+        self, book: ServerBook, trade_id: int, ts: int, price: float, size: float, side: str
+    ) -> list[tuple[str, str]]:
         inst = book.instrument
-        new_bids = {inst.price_text(p): inst.size_text(s) for p, s in bids}
-        new_asks = {inst.price_text(p): inst.size_text(s) for p, s in asks}
-        bid_changes, ask_changes = _diff(book.bids, new_bids), _diff(book.asks, new_asks)
-        if not bid_changes and not ask_changes and book.seq_id:
-            return
-        prev_seq_id = book.seq_id
-        book.seq_id += 1
-        book.ts = ts
-        book.bids, book.asks = new_bids, new_asks
-        if self._listeners:
-            _, sent_bids, sent_asks = self.book_state(symbol)
-            for listener in self._listeners:
-                listener(symbol, ts, sent_bids, sent_asks)
-        if book.subscribers:
-            # Clients that subscribed before the first book get it as their snapshot.
-            frame = book.snapshot() if prev_seq_id == 0 else book.frame("update", bid_changes, ask_changes, prev_seq_id)
-            for conn in book.subscribers:
-                conn.send(frame)
+        data = {
+            "instId": inst_id(inst.symbol),
+            "tradeId": str(trade_id),
+            "px": inst.price_text(price),
+            "sz": inst.size_text(size),
+            "side": side,
+            "ts": str(ts),
+            "count": "1",
+        }
+        return [(f"{TRADES}:{inst.symbol}", self._frame(TRADES, inst.symbol, None, data))]
+
+    def _books_frame(self, book: ServerBook, action: str, bids: list[Change], asks: list[Change], prev_id: int) -> str:
+        data = {
+            "asks": _levels(asks),
+            "bids": _levels(bids),
+            "ts": str(book.ts),
+            "checksum": okx_checksum(book.sorted_bids(), book.sorted_asks()),
+            "prevSeqId": -1 if action == "snapshot" else prev_id,
+            "seqId": book.update_id,
+        }
+        return self._frame(BOOKS, book.instrument.symbol, action, data)
+
+    @staticmethod
+    def _frame(channel: str, symbol: str, action: str | None, data: dict[str, Any]) -> str:
+        message: dict[str, Any] = {"arg": {"channel": channel, "instId": inst_id(symbol)}}
+        if action is not None:
+            message["action"] = action
+        message["data"] = [data]
+        return orjson.dumps(message).decode()
 
     async def _handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        conn = _Connection(ws, f"{next(self._conn_ids):08x}", self._max_queue)
-        self._connections.add(conn)
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                if msg.data == "ping":
-                    conn.send("pong")
-                    continue
-                self._handle_request(conn, msg.data)
-        finally:
-            self._connections.discard(conn)
-            for book in self._books.values():
-                book.subscribers.discard(conn)
-            await conn.close()
-        return ws
+        return await self.serve_websocket(request, self._on_text)
 
-    def _handle_request(self, conn: _Connection, text: str) -> None:
+    def _on_text(self, conn: Connection, text: str) -> None:
+        if text == "ping":
+            conn.send("pong")
+            return
         try:
             request = orjson.loads(text)
             op, args = request["op"], request["args"]
@@ -298,29 +154,29 @@ class OkxVenueServer:
             self._send_error(conn, "60012", f"Illegal request: {text}")
             return
         for arg in args:
-            self._handle_arg(conn, op, arg)
+            self._on_arg(conn, op, arg)
 
-    def _handle_arg(self, conn: _Connection, op: str, arg: Any) -> None:
+    def _on_arg(self, conn: Connection, op: str, arg: Any) -> None:
         channel = arg.get("channel") if isinstance(arg, dict) else None
-        inst_id = arg.get("instId") if isinstance(arg, dict) else None
-        book = self._books.get(inst_id) if isinstance(inst_id, str) else None
-        if channel != BOOK_CHANNEL or book is None:
-            self._send_error(conn, "60018", f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist")
+        instrument = arg.get("instId") if isinstance(arg, dict) else None
+        symbol = instrument.replace("-", "/") if isinstance(instrument, str) else ""
+        if channel not in CHANNELS or symbol not in self.books:
+            self._send_error(conn, "60018", f"Wrong URL or channel:{channel},instId:{instrument} doesn't exist")
             return
-        ack = {"event": op, "arg": {"channel": channel, "instId": inst_id}, "connId": conn.conn_id}
+        ack = {"event": op, "arg": {"channel": channel, "instId": instrument}, "connId": conn.conn_id}
         conn.send(orjson.dumps(ack).decode())
+        topic = f"{channel}:{symbol}"
         if op == "unsubscribe":
-            book.subscribers.discard(conn)
+            self.unsubscribe(conn, topic)
             return
-        book.subscribers.add(conn)
-        if book.seq_id:
-            conn.send(book.snapshot())
+        self.subscribe(conn, topic)
+        book = self.books[symbol]
+        if channel == BOOKS and book.update_id:
+            if self.take_snapshot_failure():
+                self._send_error(conn, "50001", "Service temporarily unavailable, please try again later")
+                return
+            conn.send(self._books_frame(book, "snapshot", book.sorted_bids(), book.sorted_asks(), -1))
 
     @staticmethod
-    def _send_error(conn: _Connection, code: str, msg: str) -> None:
+    def _send_error(conn: Connection, code: str, msg: str) -> None:
         conn.send(orjson.dumps({"event": "error", "code": code, "msg": msg, "connId": conn.conn_id}).decode())
-
-
-async def start_servers(servers: Sequence[OkxVenueServer]) -> None:
-    """Start several venue servers concurrently."""
-    await asyncio.gather(*(server.start() for server in servers))
