@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.bus.redis_url import redact_url
 
-SUPPORTED_EXCHANGES = frozenset({"okx"})
+SUPPORTED_EXCHANGES = frozenset({"okx", "bybit", "binance"})
 """ccxt.pro exchange classes (wire protocols) a venue entry may name in this release."""
 
 DEMO_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
@@ -60,6 +60,13 @@ class VenueConfig(_Strict):
     ws_url: str | None = Field(default=None, description="override of the exchange's websocket base URL")
     taker_fee_bps: Bps
     symbols: tuple[Symbol, ...] | None = Field(default=None, description="default: every configured symbol")
+    trades: bool = Field(default=True, description="also watch public trades")
+    stale_after_ms: Annotated[int, Field(ge=50, le=600_000)] = Field(
+        default=2_000, description="a book with no update for this long (local receive time) is stale"
+    )
+    reconnect_after_ms: Annotated[int, Field(ge=100, le=3_600_000)] = Field(
+        default=5_000, description="a stream unusable for this long makes the feed reconnect"
+    )
 
     @model_validator(mode="after")
     def _known_exchange(self) -> VenueConfig:
@@ -87,6 +94,11 @@ class SimVenueConfig(_Strict):
     depth_levels: Annotated[int, Field(ge=1, le=400)] = 25
     level_gap_bps: PositiveFloat = 0.5
     size_scale: PositiveFloat = 1.0
+
+
+class FeedsConfig(_Strict):
+    backoff_initial_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.2
+    backoff_max_s: Annotated[float, Field(gt=0.0, le=600.0)] = 10.0
 
 
 class SimulatorConfig(_Strict):
@@ -126,6 +138,7 @@ class RootConfig(_Strict):
     symbols: Annotated[tuple[Symbol, ...], Field(min_length=1)]
     book_depth: Annotated[int, Field(ge=1, le=400)] = 20
     venues: Annotated[dict[Name, VenueConfig], Field(min_length=2)]
+    feeds: FeedsConfig = FeedsConfig()
     simulator: SimulatorConfig | None = None
     strategies: StrategiesConfig = StrategiesConfig()
     scorer: ScorerConfig = ScorerConfig()

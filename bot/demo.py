@@ -62,7 +62,7 @@ def _summarise(role: SignalsRole, summary: DemoSummary) -> None:
     summary.published = role.publisher.stats.published
     summary.dropped = role.publisher.dropped + role.engine.dropped_updates
     summary.rejected = role.rejections.by_reason()
-    summary.venues = {feed.venue: feed.stats.updates for feed in role.feeds}
+    summary.venues = {name: venue.updates for name, venue in role.health.venues.items()}
 
 
 def _status_line(elapsed: float, role: SignalsRole) -> str:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from bot.clock import Clock, SystemClock
 from bot.config import CexCexConfig
-from bot.events import BookEvent
-from bot.market_state import MarketState
+from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.feeds.health import StreamState
+from bot.market_state import MarketState, Usable
 from bot.messages import Signal
 from bot.opportunities import OpportunityTracker
 from bot.queues import BoundedQueue
@@ -27,13 +28,18 @@ class EngineStats:
     """What the engine has seen and said."""
 
     updates: int = 0
+    trades: int = 0
     opportunities: int = 0
     signals: int = 0
     strategy_errors: int = 0
+    signals_from_stale_books: int = 0
 
 
 class SignalEngine:
-    """Turn book events into signals; a bounded queue decouples it from the feeds."""
+    """Turn market events into signals; a bounded queue decouples it from the feeds.
+
+    An opportunity closes as soon as one of its books stops being usable (stale, resyncing, invalid).
+    """
 
     def __init__(
         self,
@@ -44,15 +50,17 @@ class SignalEngine:
         rejections: RejectionCounter,
         queue_size: int = 10_000,
         clock: Clock | None = None,
+        usable: Usable | None = None,
     ) -> None:
         self.stats = EngineStats()
-        self.market = MarketState(rejections)
+        self._usable = usable or (lambda _book: True)
+        self.market = MarketState(rejections, self._usable)
         self._strategies = tuple(strategies)
         self._scorer = scorer
         self._tracker = OpportunityTracker(steps)
         self._sink = sink
         self._clock = clock or SystemClock()
-        self._queue: BoundedQueue[BookEvent] = BoundedQueue("engine", queue_size, self._clock.monotonic)
+        self._queue: BoundedQueue[MarketEvent] = BoundedQueue("engine", queue_size, self._clock.monotonic)
 
     @property
     def open_opportunities(self) -> int:
@@ -62,14 +70,26 @@ class SignalEngine:
     def dropped_updates(self) -> int:
         return self._queue.dropped
 
-    def submit(self, book: BookEvent) -> None:
-        """Queue a book event (the feeds' sink); a full queue drops it, counted."""
-        self._queue.offer(book)
+    def submit(self, event: MarketEvent) -> None:
+        """Queue a market event (the feeds' sink); a full queue drops it, counted."""
+        self._queue.offer(event)
 
     async def run(self) -> None:
         """Process queued events until `stop()`."""
-        while (book := await self._queue.get()) is not None:
-            self.on_book(book)
+        while (event := await self._queue.get()) is not None:
+            self.on_event(event)
+
+    def on_event(self, event: MarketEvent) -> None:
+        if isinstance(event, TradeEvent):
+            self.market.apply_trade(event)
+            self.stats.trades += 1
+        else:
+            self.on_book(event)
+
+    def on_stream_state(self, venue: str, symbol: str, state: StreamState) -> None:
+        """A feed stream changed state; close the opportunities that relied on it if it is no longer live."""
+        if state is not StreamState.LIVE:
+            self._close_where(lambda key: key[1] == symbol and venue in (key[2], key[3]))
 
     async def stop(self) -> None:
         await self._queue.close()
@@ -79,6 +99,7 @@ class SignalEngine:
         if not self.market.apply(book):
             return
         self.stats.updates += 1
+        self._close_where(lambda key: key[1] == book.symbol and not self._books_usable(key))
         for strategy in self._strategies:
             try:
                 evaluations = strategy.on_book(self.market, book)
@@ -89,6 +110,15 @@ class SignalEngine:
                 continue
             for evaluation in evaluations:
                 self._observe(evaluation)
+
+    def _books_usable(self, key: tuple[str, str, str, str]) -> bool:
+        _, symbol, buy_venue, sell_venue = key
+        return self.market.book(buy_venue, symbol) is not None and self.market.book(sell_venue, symbol) is not None
+
+    def _close_where(self, predicate: Callable[[tuple[str, str, str, str]], bool]) -> None:
+        for key in self._tracker.open_keys():
+            if predicate(key) and (signal := self._tracker.close(key, self._clock.now_ms())) is not None:
+                self._emit(signal)
 
     def close_all(self) -> None:
         """Signal `closed` for every open opportunity (on shutdown)."""
@@ -104,6 +134,9 @@ class SignalEngine:
             return
         if signal.status == "open":
             self.stats.opportunities += 1
+        if signal.status != "closed" and not self._books_usable(evaluation.key):
+            # Never expected: strategies only see usable books. Counted so a summary can prove it.
+            self.stats.signals_from_stale_books += 1
         self._emit(signal)
 
     def _emit(self, signal: Signal) -> None:

@@ -1,20 +1,46 @@
-"""The latest valid book per (venue, symbol), as strategies see it."""
+"""The latest valid book per (venue, symbol), as strategies see it: only books that are usable now."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from bot.events import BookEvent
+from bot.clock import Clock
+from bot.events import BookEvent, TradeEvent
+from bot.feeds.health import FeedHealth
 from bot.rejections import RejectionCounter
+
+Usable = Callable[[BookEvent], bool]
+
+
+class Freshness:
+    """A book is usable while its stream is live and it was received less than `stale_after_ms` ago.
+
+    Age is judged on local receive time (`recv_ts`, else `ts` for recordings without one) against the
+    given clock: the system clock live, the replay clock in a replay.
+    """
+
+    def __init__(self, clock: Clock, stale_after_ms: Mapping[str, int], health: FeedHealth | None = None) -> None:
+        self._clock = clock
+        self._stale_after_ms = stale_after_ms
+        self._health = health
+
+    def __call__(self, book: BookEvent) -> bool:
+        if self._health is not None and not self._health.is_live(book.venue, book.symbol):
+            return False
+        received = book.recv_ts if book.recv_ts is not None else book.ts
+        return self._clock.now_ms() - received <= self._stale_after_ms[book.venue]
 
 
 class MarketState:
     """Holds the latest book per venue and symbol; rejects books older than the one it holds."""
 
-    def __init__(self, rejections: RejectionCounter) -> None:
+    def __init__(self, rejections: RejectionCounter, usable: Usable | None = None) -> None:
         self._books: dict[tuple[str, str], BookEvent] = {}
+        self._last_trades: dict[tuple[str, str], TradeEvent] = {}
         self._venues_by_symbol: dict[str, list[str]] = {}
         self._rejections = rejections
+        self._usable = usable or (lambda _book: True)
+        self.trades = 0
 
     def apply(self, book: BookEvent) -> bool:
         """Store `book`; False (and a counted rejection) when it is older than the stored one."""
@@ -28,8 +54,17 @@ class MarketState:
         self._books[key] = book
         return True
 
+    def apply_trade(self, trade: TradeEvent) -> None:
+        self._last_trades[(trade.venue, trade.symbol)] = trade
+        self.trades += 1
+
     def book(self, venue: str, symbol: str) -> BookEvent | None:
-        return self._books.get((venue, symbol))
+        """The venue's latest book of `symbol` if it is usable now, else None."""
+        book = self._books.get((venue, symbol))
+        return book if book is not None and self._usable(book) else None
+
+    def last_trade(self, venue: str, symbol: str) -> TradeEvent | None:
+        return self._last_trades.get((venue, symbol))
 
     def venues_for(self, symbol: str) -> Iterable[str]:
         return self._venues_by_symbol.get(symbol, ())

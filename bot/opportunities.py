@@ -76,14 +76,19 @@ class OpportunityTracker:
         held.last = updated
         return updated
 
+    def open_keys(self) -> list[OpportunityKey]:
+        return list(self._open)
+
+    def close(self, key: OpportunityKey, ts: int) -> Signal | None:
+        """Close one open opportunity without a new evaluation (a book became unusable), repeating its last prices."""
+        held = self._open.pop(key, None)
+        if held is None:
+            return None
+        return held.last.model_copy(update={"id": new_id(), "ts": max(ts, held.last.ts), "status": "closed"})
+
     def close_all(self, ts: int) -> list[Signal]:
-        """Close every open opportunity (on shutdown), repeating its last prices."""
-        closed = [
-            held.last.model_copy(update={"id": new_id(), "ts": max(ts, held.last.ts), "status": "closed"})
-            for held in self._open.values()
-        ]
-        self._open.clear()
-        return closed
+        """Close every open opportunity (on shutdown)."""
+        return [signal for key in self.open_keys() if (signal := self.close(key, ts)) is not None]
 
     def _material_change(self, last: Signal, evaluation: Evaluation, score: Score) -> bool:
         steps = self._steps

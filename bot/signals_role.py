@@ -14,8 +14,11 @@ from bot.bus.publisher import SignalPublisher
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
 from bot.engine import SignalEngine
+from bot.events import MarketEvent
 from bot.feeds.ccxt_adapter import CcxtProClient
-from bot.feeds.cex import CexBookFeed
+from bot.feeds.cex import Backoff, CexVenueFeed, FeedTimings
+from bot.feeds.health import FeedHealth
+from bot.market_state import Freshness
 from bot.messages import Signal
 from bot.rejections import RejectionCounter
 from bot.scoring.rule import RuleScorer
@@ -23,8 +26,44 @@ from strategies.cex_cex import CexCexStrategy
 
 log = logging.getLogger(__name__)
 
-Endpoint = tuple[dict[str, Any], list[dict[str, Any]]]
-"""(URL overrides, market rows) that point a ccxt.pro client at a local venue."""
+Endpoint = tuple[dict[str, Any], list[dict[str, Any]] | None]
+"""(URL overrides, market rows or None to load them over REST) that point a ccxt.pro client at a local venue."""
+
+
+def build_feeds(
+    config: RootConfig,
+    sink: Callable[[MarketEvent], None],
+    health: FeedHealth,
+    rejections: RejectionCounter,
+    clock: Clock,
+    endpoints: Mapping[str, Endpoint] | None = None,
+) -> list[CexVenueFeed]:
+    """One feed per configured venue, pointed at its local server when `endpoints` names it."""
+    endpoints = endpoints or {}
+    backoff = Backoff(config.feeds.backoff_initial_s, config.feeds.backoff_max_s)
+    feeds = []
+    for name, venue in config.venues.items():
+        urls, rows = endpoints.get(name, ({"ws": venue.ws_url} if venue.ws_url else {}, None))
+
+        def factory(exchange: str = venue.exchange, urls: dict[str, Any] = urls, rows: Any = rows) -> CcxtProClient:
+            return CcxtProClient(exchange, urls, rows)
+
+        feeds.append(
+            CexVenueFeed(
+                name,
+                factory,
+                config.symbols_of(name),
+                config.book_depth,
+                sink,
+                health,
+                rejections,
+                clock,
+                FeedTimings(venue.stale_after_ms, venue.reconnect_after_ms),
+                backoff,
+                trades=venue.trades,
+            )
+        )
+    return feeds
 
 
 class SignalsRole:
@@ -41,6 +80,7 @@ class SignalsRole:
         self.config = config
         self.clock = clock or SystemClock()
         self.rejections = RejectionCounter()
+        self.health = FeedHealth()
         self.publisher = SignalPublisher(
             redis_client,
             Channels(config.redis.prefix),
@@ -52,6 +92,7 @@ class SignalsRole:
         strategy = CexCexStrategy(
             config.strategies.cex_cex, {name: venue.taker_fee_bps for name, venue in config.venues.items()}
         )
+        stale_after = {name: venue.stale_after_ms for name, venue in config.venues.items()}
         self.engine = SignalEngine(
             [strategy],
             RuleScorer(config.scorer.rule),
@@ -59,29 +100,11 @@ class SignalsRole:
             self._publish,
             self.rejections,
             clock=self.clock,
+            usable=Freshness(self.clock, stale_after, self.health),
         )
-        endpoints = endpoints or {}
-        self.feeds = [
-            CexBookFeed(
-                name,
-                CcxtProClient(venue.exchange, *self._endpoint(name, venue.ws_url, endpoints)),
-                config.symbols_of(name),
-                config.book_depth,
-                self.engine.submit,
-                self.rejections,
-                self.clock,
-            )
-            for name, venue in config.venues.items()
-        ]
+        self.health.add_listener(self.engine.on_stream_state)
+        self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)
         self._engine_task: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def _endpoint(
-        name: str, ws_url: str | None, endpoints: Mapping[str, Endpoint]
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-        if name in endpoints:
-            return endpoints[name]
-        return ({"ws": ws_url} if ws_url else None), None
 
     def _publish(self, signal: Signal) -> None:
         self.publisher.submit(signal)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ccxt.pro as ccxtpro
+from ccxt.base.errors import ChecksumError, InvalidNonce, NetworkError
 
 from bot.events import Level
 
@@ -20,6 +21,28 @@ class BookCopy:
     nonce: int | None
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TradeCopy:
+    """One public trade as ccxt parsed it."""
+
+    symbol: str
+    timestamp: int | None
+    price: float
+    amount: float
+    side: str
+
+
+def classify_error(exc: BaseException) -> str:
+    """A short, countable name for what went wrong in a watch call."""
+    if isinstance(exc, InvalidNonce):
+        return "gap"
+    if isinstance(exc, ChecksumError):
+        return "checksum"
+    if isinstance(exc, NetworkError):
+        return "disconnect"
+    return "error"
 
 
 def _levels(side: Any, depth: int) -> tuple[Level, ...]:
@@ -54,7 +77,7 @@ class CcxtProClient:
         market_rows: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         exchange_class = getattr(ccxtpro, exchange_id)
-        self._exchange: Any = exchange_class({"enableRateLimit": False})
+        self._exchange: Any = exchange_class({"enableRateLimit": False, "newUpdates": True})
         if url_overrides:
             _deep_update(self._exchange.urls["api"], url_overrides)
         if market_rows is not None:
@@ -65,6 +88,19 @@ class CcxtProClient:
         """Wait for the next book update of `symbol` and copy its top `depth` levels."""
         book = await self._exchange.watch_order_book(symbol)
         return _copy(symbol, book, depth)
+
+    async def watch_trades(self, symbol: str) -> list[TradeCopy]:
+        """Wait for the next public trades of `symbol` (only the new ones)."""
+        trades = await self._exchange.watch_trades(symbol)
+        return [
+            TradeCopy(symbol, t.get("timestamp"), float(t["price"]), float(t["amount"]), str(t.get("side")))
+            for t in trades
+        ]
+
+    async def load_markets(self) -> None:
+        """Load markets over REST unless they were given at construction."""
+        if self._exchange.markets is None:
+            await self._exchange.load_markets()
 
     def current_book(self, symbol: str, depth: int) -> BookCopy | None:
         """Copy the book ccxt holds for `symbol` now, without waiting; None before its snapshot."""

@@ -1,4 +1,5 @@
-"""CEX book feed: one ccxt.pro watch loop per (venue, symbol), emitting validated `book` events."""
+"""CEX feed: ccxt.pro watch loops for one venue (a book loop and a trade loop per symbol), emitting
+validated events, keeping the streams' health, and restarting the client when a stream stays unusable."""
 
 from __future__ import annotations
 
@@ -6,20 +7,24 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from bot.clock import Clock, SystemClock
-from bot.events import BookEvent
-from bot.feeds.ccxt_adapter import BookCopy, CcxtProClient
+from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.feeds.ccxt_adapter import BookCopy, CcxtProClient, TradeCopy, classify_error
+from bot.feeds.health import FeedHealth, StreamState
 from bot.rejections import RejectionCounter
 from bot.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-BookSink = Callable[[BookEvent], None]
+EventSink = Callable[[MarketEvent], None]
+ClientFactory = Callable[[], CcxtProClient]
+
+DISCONNECT_DEDUP_MS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,80 +39,106 @@ class Backoff:
         return ceiling * rng.uniform(0.5, 1.0)
 
 
-@dataclass(slots=True)
-class FeedStats:
-    """Counters of one venue feed."""
+@dataclass(frozen=True, slots=True)
+class FeedTimings:
+    """When a silent stream is stale, when an unusable one forces a reconnect, how often to check."""
 
-    updates: int = 0
-    errors: int = 0
-    last_error: str = ""
-    per_symbol_updates: dict[str, int] = field(default_factory=dict)
+    stale_after_ms: int = 2_000
+    reconnect_after_ms: int = 5_000
+    check_interval_s: float = 0.1
 
 
-class CexBookFeed:
-    """Watch the books of one venue through ccxt.pro and hand each copy, validated, to `sink`."""
+class CexVenueFeed:
+    """All streams of one venue through one ccxt.pro client."""
 
     def __init__(
         self,
         venue: str,
-        client: CcxtProClient,
+        client_factory: ClientFactory,
         symbols: Sequence[str],
         depth: int,
-        sink: BookSink,
+        sink: EventSink,
+        health: FeedHealth,
         rejections: RejectionCounter,
         clock: Clock | None = None,
+        timings: FeedTimings | None = None,
         backoff: Backoff | None = None,
+        trades: bool = True,
         seed: int | None = None,
     ) -> None:
         self.venue = venue
-        self.stats = FeedStats()
-        self._client = client
+        self._client_factory = client_factory
+        self._client = client_factory()
         self._symbols = tuple(symbols)
         self._depth = depth
         self._sink = sink
+        self._health = health
         self._rejections = rejections
         self._clock = clock or SystemClock()
+        self._timings = timings or FeedTimings()
         self._backoff = backoff or Backoff()
+        self._trades = trades
         self._rng = random.Random(seed)
         self._tasks = TaskSet()
+        self._last_restart_ms = 0
+        self._last_disconnect_ms = -DISCONNECT_DEDUP_MS
 
     def start(self) -> None:
-        """Start one watch loop per symbol."""
+        """Start one book loop (and one trade loop) per symbol, and the watchdog."""
+        self._last_restart_ms = self._clock.now_ms()
         for symbol in self._symbols:
-            self._tasks.spawn(self._watch(symbol), name=f"feed:{self.venue}:{symbol}")
+            self._health.register(self.venue, symbol, self._last_restart_ms)
+            self._tasks.spawn(self._watch_books(symbol), name=f"feed:{self.venue}:{symbol}:book")
+            if self._trades:
+                self._tasks.spawn(self._watch_trades(symbol), name=f"feed:{self.venue}:{symbol}:trades")
+        self._tasks.spawn(self._watchdog(), name=f"feed:{self.venue}:watchdog")
 
     async def close(self) -> None:
         """Stop every loop and close the ccxt.pro client."""
         await self._tasks.cancel_all()
         await self._client.close()
 
-    async def _watch(self, symbol: str) -> None:
+    async def restart(self) -> None:
+        """Replace the client with a new one: every stream reconnects, resubscribes and resyncs."""
+        old, self._client = self._client, self._client_factory()
+        now = self._clock.now_ms()
+        self._last_restart_ms = now
+        self._health.on_reconnect(self.venue, now)
+        log.warning("%s: restarting its connection (streams unusable for too long)", self.venue)
+        await old.close()
+
+    async def _watch_books(self, symbol: str) -> None:
+        await self._loop(symbol, lambda client: client.watch_book(symbol, self._depth), self._on_book)
+
+    async def _watch_trades(self, symbol: str) -> None:
+        await self._loop(symbol, lambda client: client.watch_trades(symbol), self._on_trades)
+
+    async def _loop(self, symbol: str, watch: Callable[[CcxtProClient], Any], handle: Callable[[Any], None]) -> None:
         attempt = 0
         while True:
             try:
-                copy = await self._client.watch_book(symbol, self._depth)
+                result = await watch(self._client)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 delay = self._backoff.delay(attempt, self._rng)
                 attempt += 1
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s %s: %s; retrying in %.2f s", self.venue, symbol, self.stats.last_error, delay)
+                self._on_error(symbol, exc, delay)
                 await self._clock.sleep(delay)
                 continue
             attempt = 0
-            self._emit(copy)
+            handle(result)
 
-    def _emit(self, copy: BookCopy) -> None:
-        event = self._to_event(copy)
-        if event is None:
-            return
-        self.stats.updates += 1
-        self.stats.per_symbol_updates[copy.symbol] = self.stats.per_symbol_updates.get(copy.symbol, 0) + 1
-        self._sink(event)
+    def _on_error(self, symbol: str, exc: Exception, delay: float) -> None:
+        kind = classify_error(exc)
+        now = self._clock.now_ms()
+        if kind == "disconnect" and now - self._last_disconnect_ms > DISCONNECT_DEDUP_MS:
+            self._last_disconnect_ms = now
+            self._health.venue(self.venue).reconnects += 1
+        self._health.on_fault(self.venue, symbol, kind, StreamState.RESYNCING, now)
+        log.warning("%s %s: %s (%s: %s); retrying in %.2f s", self.venue, symbol, kind, type(exc).__name__, exc, delay)
 
-    def _to_event(self, copy: BookCopy) -> BookEvent | None:
+    def _on_book(self, copy: BookCopy) -> None:
         recv_ts = self._clock.now_ms()
         fields: dict[str, Any] = {
             "venue": self.venue,
@@ -118,7 +149,40 @@ class CexBookFeed:
             "asks": copy.asks,
         }
         try:
-            return BookEvent.model_validate(fields)
+            event = BookEvent.model_validate(fields)
         except ValidationError as exc:
             self._rejections.reject(self.venue, "invalid_book", exc.errors()[0]["msg"])
-            return None
+            self._health.on_fault(self.venue, copy.symbol, "invalid_book", StreamState.INVALID, recv_ts)
+            return
+        self._health.on_book(self.venue, copy.symbol, recv_ts, copy.timestamp)
+        self._sink(event)
+
+    def _on_trades(self, trades: list[TradeCopy]) -> None:
+        recv_ts = self._clock.now_ms()
+        for trade in trades:
+            fields: dict[str, Any] = {
+                "venue": self.venue,
+                "symbol": trade.symbol,
+                "ts": trade.timestamp if trade.timestamp is not None else recv_ts,
+                "recv_ts": recv_ts,
+                "price": trade.price,
+                "size": trade.amount,
+                "side": trade.side,
+            }
+            try:
+                event = TradeEvent.model_validate(fields)
+            except ValidationError as exc:
+                self._rejections.reject(self.venue, "invalid_trade", exc.errors()[0]["msg"])
+                continue
+            self._sink(event)
+
+    async def _watchdog(self) -> None:
+        timings = self._timings
+        while True:
+            await self._clock.sleep(timings.check_interval_s)
+            now = self._clock.now_ms()
+            for symbol in self._health.mark_stale(self.venue, now, timings.stale_after_ms):
+                log.warning("%s %s: stale (no update for %d ms)", self.venue, symbol, timings.stale_after_ms)
+            unusable_ms = self._health.unhealthy_for(self.venue, now)
+            if unusable_ms > timings.reconnect_after_ms and now - self._last_restart_ms > timings.reconnect_after_ms:
+                await self.restart()

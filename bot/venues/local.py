@@ -9,8 +9,8 @@ from bot.clock import Clock
 from bot.config import RootConfig
 from bot.sim.driver import SimulationDriver
 from bot.sim.market import MarketSimulator
-from bot.venues.base import Instrument
-from bot.venues.okx import OkxVenueServer
+from bot.venues.base import Instrument, VenueServer
+from bot.venues.registry import server_class
 
 
 class LocalVenues:
@@ -21,8 +21,8 @@ class LocalVenues:
             raise ValueError("the config has no simulator section")
         sim = config.simulator
         names = [name for name, venue in config.venues.items() if venue.simulated]
-        self.servers = {
-            name: OkxVenueServer(
+        self.servers: dict[str, VenueServer] = {
+            name: server_class(config.venues[name].exchange)(
                 name,
                 [
                     Instrument(s, sim.symbols[s].tick_size, sim.symbols[s].lot_size, sim.symbols[s].lot_size)
@@ -48,7 +48,7 @@ class LocalVenues:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*(server.stop() for server in self.servers.values()))
 
-    def endpoint(self, venue: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def endpoint(self, venue: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """(URL overrides, market rows) for ccxt to reach a simulated venue."""
         server = self.servers[venue]
         return server.ccxt_urls(), server.market_rows()
