@@ -25,6 +25,7 @@ EventSink = Callable[[MarketEvent], None]
 ClientFactory = Callable[[], CcxtProClient]
 
 DISCONNECT_DEDUP_MS = 1_000
+CLIENT_CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,8 @@ class CexVenueFeed:
         self._backoff = backoff or Backoff()
         self._trades = trades
         self._rng = random.Random(seed)
-        self._tasks = TaskSet()
+        self._loops = TaskSet()
+        self._watchdog_task = TaskSet()
         self._last_restart_ms = 0
         self._last_disconnect_ms = -DISCONNECT_DEDUP_MS
 
@@ -88,24 +90,44 @@ class CexVenueFeed:
         self._last_restart_ms = self._clock.now_ms()
         for symbol in self._symbols:
             self._health.register(self.venue, symbol, self._last_restart_ms)
-            self._tasks.spawn(self._watch_books(symbol), name=f"feed:{self.venue}:{symbol}:book")
+        self._start_loops()
+        self._watchdog_task.spawn(self._watchdog(), name=f"feed:{self.venue}:watchdog")
+
+    def _start_loops(self) -> None:
+        for symbol in self._symbols:
+            self._loops.spawn(self._watch_books(symbol), name=f"feed:{self.venue}:{symbol}:book")
             if self._trades:
-                self._tasks.spawn(self._watch_trades(symbol), name=f"feed:{self.venue}:{symbol}:trades")
-        self._tasks.spawn(self._watchdog(), name=f"feed:{self.venue}:watchdog")
+                self._loops.spawn(self._watch_trades(symbol), name=f"feed:{self.venue}:{symbol}:trades")
 
     async def close(self) -> None:
         """Stop every loop and close the ccxt.pro client."""
-        await self._tasks.cancel_all()
-        await self._client.close()
+        await self._watchdog_task.cancel_all()
+        await self._loops.cancel_all()
+        await self._close_client(self._client)
 
     async def restart(self) -> None:
-        """Replace the client with a new one: every stream reconnects, resubscribes and resyncs."""
-        old, self._client = self._client, self._client_factory()
+        """Replace the client with a new one: every stream reconnects, resubscribes and resyncs.
+
+        The watch loops are restarted too: a client whose receive loop died (ccxt stops reading after
+        a frame it cannot parse) never resolves nor rejects the futures they wait on.
+        """
         now = self._clock.now_ms()
         self._last_restart_ms = now
         self._health.on_reconnect(self.venue, now)
-        log.warning("%s: restarting its connection (streams unusable for too long)", self.venue)
-        await old.close()
+        log.warning(
+            "%s: reconnecting (a stream was unusable for over %d ms)", self.venue, self._timings.reconnect_after_ms
+        )
+        await self._loops.cancel_all()
+        old, self._client = self._client, self._client_factory()
+        self._start_loops()
+        await self._close_client(old)
+
+    @staticmethod
+    async def _close_client(client: CcxtProClient) -> None:
+        try:
+            await asyncio.wait_for(client.close(), CLIENT_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("a ccxt.pro client did not close within %.0f s; abandoned", CLIENT_CLOSE_TIMEOUT_S)
 
     async def _watch_books(self, symbol: str) -> None:
         await self._loop(symbol, lambda client: client.watch_book(symbol, self._depth), self._on_book)
