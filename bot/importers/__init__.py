@@ -1,0 +1,1 @@
+"""Importers: turn real market data files into recordings."""
