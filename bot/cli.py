@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -18,7 +19,7 @@ from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
 from bot.bus.redis_url import redact_url
 from bot.bus.subscriber import follow
-from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, load_config
+from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RootConfig, load_config
 from bot.messages import Message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="arbbot: crypto arbitrage signals on Redis.")
@@ -39,34 +40,139 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _load(config: Path) -> RootConfig:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _positive(value: float | None, option: str) -> None:
+    if value is not None and value <= 0:
+        raise _fail(f"{option} must be positive")
+
+
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON here")] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="config file")] = DEMO_CONFIG_PATH,
+    faults: Annotated[str | None, typer.Option(help="inject server-side faults, e.g. drop,stall,gap,malformed")] = None,
+    fault_interval: Annotated[float, typer.Option(help="seconds between injected faults")] = 5.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run simulated venues, ccxt.pro feeds, strategy, scorer and Redis publisher on this machine."""
     from bot.demo import run_demo, summary_table, write_summary
+    from bot.venues.faults import parse_faults
 
     _setup_logging(verbose)
-    if duration is not None and duration <= 0:
-        raise _fail("--duration must be positive")
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    _positive(duration, "--duration")
+    _positive(fault_interval, "--fault-interval")
+    cfg = _load(config)
     if cfg.simulator is None:
         raise _fail(f"{config}: the demo needs a simulator section and simulated venues")
+    try:
+        kinds = parse_faults(faults) if faults else []
+    except ValueError as exc:
+        raise _fail(f"--faults: {exc}") from None
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(run_demo(cfg, duration, console))
+        summary = asyncio.run(run_demo(cfg, duration, console, kinds, fault_interval))
     except RedisUnavailable as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:
         write_summary(summary, json_path)
         console.print(f"summary written to {json_path}")
+
+
+@app.command()
+def record(
+    config: Annotated[Path, typer.Option("--config", "-c", help="config file")],
+    duration: Annotated[float, typer.Option(help="seconds to record")],
+    out: Annotated[Path, typer.Option(help="recording to write (.jsonl or .jsonl.gz)")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Record books and trades from the configured venues (local simulated ones are started as needed)."""
+    from bot.record import record as run_record
+
+    _setup_logging(verbose)
+    _positive(duration, "--duration")
+    cfg = _load(config)
+    summary = asyncio.run(run_record(cfg, duration, out))
+    print(
+        f"recorded {summary.books} books and {summary.trades} trades to {out} "
+        f"({summary.rejected} rejected, {summary.reconnects} reconnects)"
+    )
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="recordings (.jsonl or .jsonl.gz), merged by receive time")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="config with the recorded venues")] = DEMO_CONFIG_PATH,
+    speed: Annotated[float | None, typer.Option(help="real time × SPEED (default: as fast as possible)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the replay summary as JSON here")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Drive the signal pipeline from recordings and publish the signals on Redis as live."""
+    from bot.recording import RecordingError
+
+    _setup_logging(verbose)
+    _positive(speed, "--speed")
+    cfg = _load(config)
+    try:
+        summary = asyncio.run(_replay(cfg, files, speed))
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    except (RedisError, OSError) as exc:
+        raise _fail(f"cannot reach Redis at {redact_url(cfg.redis.url)} ({exc}); set ARBBOT_REDIS_URL") from None
+    report = asdict(summary)
+    print(" ".join(f"{key} {value}" for key, value in report.items()))
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+async def _replay(cfg: RootConfig, files: list[Path], speed: float | None) -> Any:
+    from bot.bus.channels import Channels
+    from bot.bus.publisher import SignalPublisher
+    from bot.replay import replay_files
+
+    client = aioredis.from_url(cfg.redis.url)
+    await client.ping()
+    publisher = SignalPublisher(client, Channels(cfg.redis.prefix), cfg.redis.stream_maxlen, cfg.redis.publish_queue)
+    publisher.start()
+    try:
+        return await replay_files(cfg, files, publisher.submit, speed)
+    finally:
+        await publisher.close(timeout_s=30.0)
+        await client.aclose()
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Turn real data files into recordings.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("binance-raw")
+def import_binance_raw_command(
+    files: Annotated[list[Path], typer.Argument(help="raw Binance files (spot_*.gz, usdm_*.gz)")],
+    out: Annotated[Path, typer.Option(help="recording to write (.jsonl.gz)")],
+    depth: Annotated[int, typer.Option(help="book levels per side")] = 20,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the import report as JSON here")] = None,
+) -> None:
+    """Import raw Binance spot / USD-M websocket captures (`<recv ns> <json>` lines) as a recording."""
+    from bot.importers.binance_raw import import_binance_raw
+    from bot.recording import RecordingError
+
+    _setup_logging(False)
+    if depth < 1:
+        raise _fail("--depth must be at least 1")
+    try:
+        report = import_binance_raw(files, out, depth)
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    print(f"wrote {report.events} events to {out} ({report.gaps} gaps)")
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.bus.redis_url import redact_url
 
-SUPPORTED_EXCHANGES = frozenset({"okx", "bybit", "binance"})
+SUPPORTED_EXCHANGES = frozenset({"okx", "bybit", "binance", "binanceusdm"})
 """ccxt.pro exchange classes (wire protocols) a venue entry may name in this release."""
 
 DEMO_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
@@ -94,6 +94,7 @@ class SimVenueConfig(_Strict):
     depth_levels: Annotated[int, Field(ge=1, le=400)] = 25
     level_gap_bps: PositiveFloat = 0.5
     size_scale: PositiveFloat = 1.0
+    trades_per_s: NonNegativeFloat = 2.0
 
 
 class FeedsConfig(_Strict):

@@ -1,11 +1,13 @@
-"""`arbbot demo`: simulated venues over their real websocket protocol, ccxt.pro feeds, strategy,
-scorer and Redis publisher, all on this machine with nothing to configure."""
+"""`arbbot demo`: simulated venues over their real websocket protocols, ccxt.pro feeds, strategy, scorer
+and Redis publisher, all on this machine with nothing to configure; optional server-side faults."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,15 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from bot.bus.local_redis import LocalRedis, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.config import RootConfig
 from bot.signals_role import SignalsRole
+from bot.venues.base import Fault
+from bot.venues.faults import FaultSchedule
 from bot.venues.local import LocalVenues
 
 
@@ -26,50 +32,101 @@ class DemoSummary:
     """What a demo run did; written with `--json`."""
 
     updates: int = 0
+    trades: int = 0
     opportunities: int = 0
     signals: int = 0
     published: int = 0
     dropped: int = 0
+    reconnects: int = 0
+    stale_intervals: int = 0
+    signals_from_stale_books: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    faults_detected: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
-    venues: dict[str, int] = field(default_factory=dict)
+    venues: dict[str, dict[str, Any]] = field(default_factory=dict)
     redis_url: str = ""
     redis_started: bool = False
     duration_s: float = 0.0
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "updates": self.updates,
-                "opportunities": self.opportunities,
-                "signals": self.signals,
-                "published": self.published,
-                "dropped": self.dropped,
-                "rejected": self.rejected,
-                "venues": self.venues,
-                "redis_url": self.redis_url,
-                "redis_started": self.redis_started,
-                "duration_s": round(self.duration_s, 3),
-            },
-            option=orjson.OPT_INDENT_2,
-        )
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields["duration_s"] = round(self.duration_s, 3)
+        return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
 
 
-def _summarise(role: SignalsRole, summary: DemoSummary) -> None:
+def _summarise(role: SignalsRole, venues: LocalVenues, summary: DemoSummary) -> None:
     stats = role.engine.stats
     summary.updates = stats.updates
+    summary.trades = stats.trades
     summary.opportunities = stats.opportunities
     summary.signals = stats.signals
+    summary.signals_from_stale_books = stats.signals_from_stale_books
     summary.published = role.publisher.stats.published
     summary.dropped = role.publisher.dropped + role.engine.dropped_updates
     summary.rejected = role.rejections.by_reason()
-    summary.venues = {name: venue.updates for name, venue in role.health.venues.items()}
+    injected: Counter[str] = Counter()
+    for server in venues.servers.values():
+        injected.update(server.fault_counts)
+    summary.faults = dict(injected)
+    detected: Counter[str] = Counter()
+    for name, health in role.health.venues.items():
+        detected.update(health.faults)
+        summary.reconnects += health.reconnects
+        summary.stale_intervals += health.stale_intervals
+        latency = health.latency.stats()
+        summary.venues[name] = {
+            "updates": health.updates,
+            "reconnects": health.reconnects,
+            "stale_intervals": health.stale_intervals,
+            "lag_p50_ms": round(latency.p50_ms, 3) if latency else None,
+            "lag_p99_ms": round(latency.p99_ms, 3) if latency else None,
+            "clock_offset_ms": round(latency.clock_offset_ms, 3) if latency else None,
+        }
+    summary.faults_detected = dict(detected)
+
+
+class _LiveTable:
+    """Per-venue rates, lag and state, plus the pipeline's counters."""
+
+    def __init__(self, role: SignalsRole) -> None:
+        self._role = role
+        self._last_updates: dict[str, int] = {}
+
+    def render(self, elapsed: float, interval: float) -> Table:
+        role = self._role
+        table = Table(title=f"arbbot demo — {elapsed:5.1f} s", expand=False)
+        for column in ("venue", "updates/s", "lag p50 ms", "state", "reconnects", "stale", "faults seen"):
+            table.add_column(column, justify="left" if column in ("venue", "state") else "right")
+        for name, health in sorted(role.health.venues.items()):
+            rate = (health.updates - self._last_updates.get(name, 0)) / max(interval, 1e-9)
+            self._last_updates[name] = health.updates
+            latency = health.latency.stats()
+            state = role.health.worst_state(name).value
+            style = {"live": "green", "stale": "yellow"}.get(state, "red")
+            table.add_row(
+                name,
+                f"{rate:.0f}",
+                f"{latency.p50_ms:.1f}" if latency else "-",
+                f"[{style}]{state}[/{style}]",
+                str(health.reconnects),
+                str(health.stale_intervals),
+                str(sum(health.faults.values())),
+            )
+        stats = role.engine.stats
+        table.caption = (
+            f"opportunities {stats.opportunities} (open {role.engine.open_opportunities}) · signals {stats.signals} · "
+            f"published {role.publisher.stats.published} · rejected {role.rejections.total}"
+        )
+        return table
 
 
 def _status_line(elapsed: float, role: SignalsRole) -> str:
     stats = role.engine.stats
+    states = " ".join(f"{name}:{role.health.worst_state(name).value}" for name in sorted(role.health.venues))
     return (
         f"[{elapsed:5.1f}s] updates {stats.updates:>7} | opportunities {stats.opportunities:>4} "
         f"(open {role.engine.open_opportunities:>2}) | signals {stats.signals:>5} | rejected {role.rejections.total}"
+        f" | {states}"
     )
 
 
@@ -82,7 +139,34 @@ async def _resolve_redis(url: str, console: Console) -> tuple[str, LocalRedis | 
     return local.url, local
 
 
-async def run_demo(config: RootConfig, duration_s: float | None, console: Console) -> DemoSummary:
+async def _show_progress(role: SignalsRole, duration_s: float | None, stop: asyncio.Event, console: Console) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    table = _LiveTable(role)
+    live = Live(table.render(0.0, 1.0), console=console, auto_refresh=False) if console.is_terminal else None
+    with live or contextlib.nullcontext():
+        while not stop.is_set():
+            elapsed = loop.time() - started
+            if duration_s is not None and elapsed >= duration_s:
+                break
+            wait = 1.0 if duration_s is None else min(1.0, duration_s - elapsed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            elapsed = loop.time() - started
+            if live is not None:
+                live.update(table.render(elapsed, wait), refresh=True)
+            else:
+                console.print(_status_line(elapsed, role))
+    return loop.time() - started
+
+
+async def run_demo(
+    config: RootConfig,
+    duration_s: float | None,
+    console: Console,
+    faults: Sequence[Fault] = (),
+    fault_interval_s: float = 5.0,
+) -> DemoSummary:
     """Run the demo until `duration_s` elapses or SIGINT/SIGTERM; return the summary."""
     summary = DemoSummary()
     url, local_redis = await _resolve_redis(config.redis.url, console)
@@ -91,36 +175,37 @@ async def run_demo(config: RootConfig, duration_s: float | None, console: Consol
     client = aioredis.from_url(url)
     venues = LocalVenues(config)
     role: SignalsRole | None = None
+    schedule_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await venues.start()
-        endpoints = {name: venues.endpoint(name) for name in venues.servers}
-        role = SignalsRole(config, client, endpoints)
+        role = SignalsRole(config, client, {name: venues.endpoint(name) for name in venues.servers})
         await role.start()
+        protocols = sorted({server.protocol for server in venues.servers.values()})
         console.print(
-            f"arbbot demo: {len(venues.servers)} simulated venues ({', '.join(venues.servers)}) over OKX's "
-            f"websocket protocol, symbols {', '.join(config.symbols)}; signals on "
+            f"arbbot demo: {len(venues.servers)} simulated venues ({', '.join(venues.servers)}) over the "
+            f"{', '.join(protocols)} websocket protocol(s), symbols {', '.join(config.symbols)}; signals on "
             f"{config.redis.prefix}:signal:* at {summary.redis_url}"
         )
-        started = loop.time()
-        while not stop.is_set():
-            elapsed = loop.time() - started
-            if duration_s is not None and elapsed >= duration_s:
-                break
-            wait = 1.0 if duration_s is None else min(1.0, duration_s - elapsed)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            console.print(_status_line(loop.time() - started, role))
-        summary.duration_s = loop.time() - started
+        if faults:
+            schedule = FaultSchedule(
+                venues.servers, faults, fault_interval_s, seed=config.simulator.seed if config.simulator else 0
+            )
+            schedule_task = loop.create_task(schedule.run(), name="fault-schedule")
+            console.print(f"Injecting faults every {fault_interval_s:.0f} s: {', '.join(f.value for f in faults)}")
+        summary.duration_s = await _show_progress(role, duration_s, stop, console)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if schedule_task is not None:
+            schedule_task.cancel()
+            await asyncio.gather(schedule_task, return_exceptions=True)
         if role is not None:
             await role.stop()
-            _summarise(role, summary)
+            _summarise(role, venues, summary)
         await venues.stop()
         await client.aclose()
         if local_redis is not None:
@@ -133,16 +218,25 @@ def write_summary(summary: DemoSummary, path: Path) -> None:
     path.write_bytes(summary.to_json() + b"\n")
 
 
-def summary_table(summary: DemoSummary) -> Any:
+def summary_table(summary: DemoSummary) -> Table:
     """A rich table of the summary for the terminal."""
-    from rich.table import Table
-
     table = Table(title="arbbot demo summary", show_header=False)
-    for key in ("updates", "opportunities", "signals", "published", "dropped", "redis_url"):
+    for key in (
+        "updates",
+        "trades",
+        "opportunities",
+        "signals",
+        "published",
+        "dropped",
+        "reconnects",
+        "stale_intervals",
+    ):
         table.add_row(key, str(getattr(summary, key)))
+    table.add_row("signals_from_stale_books", str(summary.signals_from_stale_books))
+    table.add_row("redis_url", summary.redis_url)
     table.add_row("duration_s", f"{summary.duration_s:.1f}")
-    for venue, updates in summary.venues.items():
-        table.add_row(f"updates from {venue}", str(updates))
-    for reason, count in summary.rejected.items():
+    for kind, count in sorted(summary.faults.items()):
+        table.add_row(f"fault injected: {kind}", str(count))
+    for reason, count in sorted(summary.rejected.items()):
         table.add_row(f"rejected ({reason})", str(count))
     return table

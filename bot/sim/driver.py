@@ -15,6 +15,8 @@ class BookPublisher(Protocol):
 
     def publish_book(self, symbol: str, ts: int, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None: ...
 
+    def publish_trade(self, symbol: str, ts: int, price: float, size: float, side: str) -> None: ...
+
 
 class SimulationDriver:
     """Step the simulator every `tick_ms` and hand each venue its books, with strictly rising `ts`."""
@@ -38,7 +40,10 @@ class SimulationDriver:
             key = (book.venue, book.symbol)
             ts = max(now, self._last_ts.get(key, 0) + 1)
             self._last_ts[key] = ts
-            self._venues[book.venue].publish_book(book.symbol, ts, book.bids, book.asks)
+            venue = self._venues[book.venue]
+            venue.publish_book(book.symbol, ts, book.bids, book.asks)
+            for trade in book.trades:
+                venue.publish_trade(book.symbol, ts, trade.price, trade.size, trade.side)
         self.ticks += 1
 
     async def run(self, ticks: int | None = None) -> None:

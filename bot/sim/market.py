@@ -27,6 +27,16 @@ class SimBook:
     tick: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    trades: tuple[SimTrade, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SimTrade:
+    """A taker trade at the touch: buys lift the best ask, sells hit the best bid."""
+
+    price: float
+    size: float
+    side: str
 
 
 def _stream_rng(seed: int, *names: str) -> np.random.Generator:
@@ -62,13 +72,14 @@ class _FairPrice:
 
 
 class _VenueQuoter:
-    """How one venue quotes one symbol: lagged fair price, its own noise, spread and depth."""
+    """How one venue quotes one symbol: lagged fair price, its own noise, spread and depth, and its trades."""
 
     def __init__(self, venue: SimVenueConfig, symbol: SimSymbolConfig, tick_ms: int, rng: np.random.Generator) -> None:
         self._venue = venue
         self._symbol = symbol
         self._lag_ticks = round(venue.lag_ms / tick_ms)
         self._rng = rng
+        self._trades_per_tick = venue.trades_per_s * tick_ms / 1_000.0
         self._noise = 0.0
         # Ornstein-Uhlenbeck noise with a ~2 s half-life: venues drift apart and back.
         self._noise_decay = math.exp(-tick_ms / 2_000.0)
@@ -91,6 +102,16 @@ class _VenueQuoter:
         bids = tuple((_round_to(best_bid - i * gap, tick), sizes[i]) for i in range(levels))
         asks = tuple((_round_to(best_ask + i * gap, tick), sizes[levels + i]) for i in range(levels))
         return tuple(level for level in bids if level[0] > 0.0), asks
+
+    def trades(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> tuple[SimTrade, ...]:
+        count = int(self._rng.poisson(self._trades_per_tick))
+        trades = []
+        for _ in range(count):
+            buy = bool(self._rng.random() < 0.5)
+            price, available = asks[0] if buy else bids[0]
+            size = max(self._symbol.lot_size, _round_to(available * float(self._rng.random()), self._symbol.lot_size))
+            trades.append(SimTrade(price, size, "buy" if buy else "sell"))
+        return tuple(trades)
 
     def _sizes(self, count: int) -> list[float]:
         lot = self._symbol.lot_size
@@ -130,5 +151,5 @@ class MarketSimulator:
         books = []
         for (venue, symbol), quoter in self._quoters.items():
             bids, asks = quoter.quote(self._fair[symbol])
-            books.append(SimBook(venue, symbol, self.tick, bids, asks))
+            books.append(SimBook(venue, symbol, self.tick, bids, asks, quoter.trades(bids, asks)))
         return books
