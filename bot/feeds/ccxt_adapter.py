@@ -36,13 +36,49 @@ class TradeCopy:
 
 def classify_error(exc: BaseException) -> str:
     """A short, countable name for what went wrong in a watch call."""
+    if isinstance(exc, ChecksumError):  # a subclass of InvalidNonce: test it first
+        return "checksum"
     if isinstance(exc, InvalidNonce):
         return "gap"
-    if isinstance(exc, ChecksumError):
-        return "checksum"
     if isinstance(exc, NetworkError):
         return "disconnect"
     return "error"
+
+
+class _SequencedBybit(ccxtpro.bybit):  # type: ignore[misc]  # ccxt is untyped
+    """ccxt's bybit applies order-book deltas without checking their update id `u`, so a lost delta
+    leaves a wrong book that still looks live. This checks that `u` rises by one per topic; on a gap it
+    drops the book, fails the watch with InvalidNonce and ignores deltas until a new snapshot."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.last_update_id: dict[str, Any] = {}
+        self.resync_needed: set[str] = set()
+
+    def handle_order_book(self, client: Any, message: dict[str, Any]) -> Any:
+        topic = str(message.get("topic", ""))
+        data = message.get("data") or {}
+        update_id = data.get("u")
+        if message.get("type") == "snapshot":
+            self.last_update_id[topic] = update_id
+            return super().handle_order_book(client, message)
+        last = self.last_update_id.get(topic)
+        if last is None:
+            return None  # deltas before a snapshot, or after a gap: nothing to apply them to
+        if update_id != last + 1:
+            del self.last_update_id[topic]
+            market = self.safe_market(data.get("s"), None, None, "spot" if "spot" in client.url else "contract")
+            symbol = market["symbol"]
+            self.orderbooks.pop(symbol, None)
+            self.resync_needed.add(symbol)
+            error = InvalidNonce(f"{self.id} order book update id jumped from {last} to {update_id} on {topic}")
+            client.reject(error, "orderbook:" + symbol)
+            return None
+        self.last_update_id[topic] = update_id
+        return super().handle_order_book(client, message)
+
+
+_EXCHANGE_CLASSES: dict[str, Any] = {"bybit": _SequencedBybit}
 
 
 def _levels(side: Any, depth: int) -> tuple[Level, ...]:
@@ -76,7 +112,7 @@ class CcxtProClient:
         url_overrides: Mapping[str, Any] | None = None,
         market_rows: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        exchange_class = getattr(ccxtpro, exchange_id)
+        exchange_class = _EXCHANGE_CLASSES.get(exchange_id) or getattr(ccxtpro, exchange_id)
         self._exchange: Any = exchange_class({"enableRateLimit": False, "newUpdates": True})
         if url_overrides:
             _deep_update(self._exchange.urls["api"], url_overrides)
@@ -86,6 +122,10 @@ class CcxtProClient:
 
     async def watch_book(self, symbol: str, depth: int) -> BookCopy:
         """Wait for the next book update of `symbol` and copy its top `depth` levels."""
+        resync_needed: set[str] | None = getattr(self._exchange, "resync_needed", None)
+        if resync_needed is not None and symbol in resync_needed:
+            resync_needed.discard(symbol)
+            await self._exchange.un_watch_order_book(symbol)  # resubscribing brings a fresh snapshot
         book = await self._exchange.watch_order_book(symbol)
         return _copy(symbol, book, depth)
 

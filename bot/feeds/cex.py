@@ -162,10 +162,15 @@ class CexVenueFeed:
 
     def _on_book(self, copy: BookCopy) -> None:
         recv_ts = self._clock.now_ms()
+        if copy.timestamp is None:
+            # Book messages of these venues carry the exchange's time; a book without it (Binance's REST
+            # snapshot) is not emitted, so one stream never mixes two clocks. The next update brings it.
+            self._health.venue(self.venue).untimed_books += 1
+            return
         fields: dict[str, Any] = {
             "venue": self.venue,
             "symbol": copy.symbol,
-            "ts": copy.timestamp if copy.timestamp is not None else recv_ts,
+            "ts": copy.timestamp,
             "recv_ts": recv_ts,
             "bids": copy.bids,
             "asks": copy.asks,

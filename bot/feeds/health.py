@@ -84,6 +84,7 @@ class VenueHealth:
     updates: int = 0
     reconnects: int = 0
     stale_intervals: int = 0
+    untimed_books: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     latency: LatencyTracker = field(default_factory=LatencyTracker)
 

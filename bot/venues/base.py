@@ -166,6 +166,8 @@ class VenueServer(ABC):
 
     protocol: ClassVar[str]
     """The ccxt exchange id whose wire protocol this server speaks."""
+    markets_from_rows: ClassVar[bool] = True
+    """Whether ccxt takes this venue's markets from `market_rows()` (else it loads them over the local REST API)."""
 
     def __init__(
         self,

@@ -51,4 +51,4 @@ class LocalVenues:
     def endpoint(self, venue: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """(URL overrides, market rows) for ccxt to reach a simulated venue."""
         server = self.servers[venue]
-        return server.ccxt_urls(), server.market_rows()
+        return server.ccxt_urls(), server.market_rows() if server.markets_from_rows else None
