@@ -87,6 +87,31 @@ def demo(
 
 
 @app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="config file (e.g. config/default.yaml)")],
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: until signalled)")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON here on exit")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the signals role against the configured venues (real ones, and local simulated ones if any)."""
+    from bot.demo import run_demo, summary_table, write_summary
+
+    _setup_logging(verbose)
+    _positive(duration, "--duration")
+    cfg = _load(config)
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        summary = asyncio.run(run_demo(cfg, duration, console, start_private_redis=False))
+    except RedisUnavailable as exc:
+        raise _fail(str(exc)) from None
+    console.print(summary_table(summary))
+    if json_path is not None:
+        write_summary(summary, json_path)
+
+
+@app.command()
 def record(
     config: Annotated[Path, typer.Option("--config", "-c", help="config file")],
     duration: Annotated[float, typer.Option(help="seconds to record")],

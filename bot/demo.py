@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bot.bus.local_redis import LocalRedis, redis_answers
+from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.config import RootConfig
 from bot.signals_role import SignalsRole
@@ -54,7 +54,7 @@ class DemoSummary:
         return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
 
 
-def _summarise(role: SignalsRole, venues: LocalVenues, summary: DemoSummary) -> None:
+def _summarise(role: SignalsRole, venues: LocalVenues | None, summary: DemoSummary) -> None:
     stats = role.engine.stats
     summary.updates = stats.updates
     summary.trades = stats.trades
@@ -65,7 +65,7 @@ def _summarise(role: SignalsRole, venues: LocalVenues, summary: DemoSummary) -> 
     summary.dropped = role.publisher.dropped + role.engine.dropped_updates
     summary.rejected = role.rejections.by_reason()
     injected: Counter[str] = Counter()
-    for server in venues.servers.values():
+    for server in venues.servers.values() if venues else ():
         injected.update(server.fault_counts)
     summary.faults = dict(injected)
     detected: Counter[str] = Counter()
@@ -130,13 +130,23 @@ def _status_line(elapsed: float, role: SignalsRole) -> str:
     )
 
 
-async def _resolve_redis(url: str, console: Console) -> tuple[str, LocalRedis | None]:
+async def _resolve_redis(url: str, console: Console, start_private: bool) -> tuple[str, LocalRedis | None]:
     if await redis_answers(url):
         return url, None
+    if not start_private:
+        raise RedisUnavailable(f"no Redis answers at {redact_url(url)}: start one or set ARBBOT_REDIS_URL")
     console.print(f"No Redis answers at {redact_url(url)}; starting a private redis-server on loopback.")
     local = await LocalRedis.start()
     console.print(f"Started redis-server at {local.url} (stopped when the demo exits).")
     return local.url, local
+
+
+def _describe_venues(config: RootConfig) -> str:
+    described = []
+    for name, venue in config.venues.items():
+        where = f"simulated, {venue.exchange} protocol" if venue.simulated else venue.exchange
+        described.append(f"{name} ({where})")
+    return ", ".join(described)
 
 
 async def _show_progress(role: SignalsRole, duration_s: float | None, stop: asyncio.Event, console: Console) -> float:
@@ -166,14 +176,19 @@ async def run_demo(
     console: Console,
     faults: Sequence[Fault] = (),
     fault_interval_s: float = 5.0,
+    start_private_redis: bool = True,
 ) -> DemoSummary:
-    """Run the demo until `duration_s` elapses or SIGINT/SIGTERM; return the summary."""
+    """Run until `duration_s` elapses or SIGINT/SIGTERM; return the summary.
+
+    Local venue servers are started for the config's simulated venues (all of them in the demo);
+    real venues are reached as configured.
+    """
     summary = DemoSummary()
-    url, local_redis = await _resolve_redis(config.redis.url, console)
+    url, local_redis = await _resolve_redis(config.redis.url, console, start_private_redis)
     summary.redis_url = redact_url(url)
     summary.redis_started = local_redis is not None
     client = aioredis.from_url(url)
-    venues = LocalVenues(config)
+    venues = LocalVenues(config) if any(v.simulated for v in config.venues.values()) else None
     role: SignalsRole | None = None
     schedule_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -181,16 +196,17 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await venues.start()
-        role = SignalsRole(config, client, {name: venues.endpoint(name) for name in venues.servers})
+        servers = {}
+        if venues is not None:
+            await venues.start()
+            servers = venues.servers
+        role = SignalsRole(config, client, {name: venues.endpoint(name) for name in servers} if venues else None)
         await role.start()
-        protocols = sorted({server.protocol for server in venues.servers.values()})
         console.print(
-            f"arbbot demo: {len(venues.servers)} simulated venues ({', '.join(venues.servers)}) over the "
-            f"{', '.join(protocols)} websocket protocol(s), symbols {', '.join(config.symbols)}; signals on "
-            f"{config.redis.prefix}:signal:* at {summary.redis_url}"
+            f"arbbot: venues {_describe_venues(config)}; symbols {', '.join(config.symbols)}; "
+            f"signals on {config.redis.prefix}:signal:* at {summary.redis_url}"
         )
-        if faults:
+        if faults and venues is not None:
             schedule = FaultSchedule(
                 venues.servers, faults, fault_interval_s, seed=config.simulator.seed if config.simulator else 0
             )
@@ -206,7 +222,8 @@ async def run_demo(
         if role is not None:
             await role.stop()
             _summarise(role, venues, summary)
-        await venues.stop()
+        if venues is not None:
+            await venues.stop()
         await client.aclose()
         if local_redis is not None:
             await local_redis.stop()

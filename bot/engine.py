@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from bot.clock import Clock, SystemClock
 from bot.config import CexCexConfig
 from bot.events import BookEvent, MarketEvent, TradeEvent
-from bot.feeds.health import StreamState
+from bot.feeds.health import FeedHealth, StreamState
 from bot.market_state import MarketState, Usable
 from bot.messages import Signal
 from bot.opportunities import OpportunityTracker
@@ -51,10 +51,11 @@ class SignalEngine:
         queue_size: int = 10_000,
         clock: Clock | None = None,
         usable: Usable | None = None,
+        health: FeedHealth | None = None,
     ) -> None:
         self.stats = EngineStats()
         self._usable = usable or (lambda _book: True)
-        self.market = MarketState(rejections, self._usable)
+        self.market = MarketState(rejections, self._usable, health)
         self._strategies = tuple(strategies)
         self._scorer = scorer
         self._tracker = OpportunityTracker(steps)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from bot.clock import Clock
 from bot.events import BookEvent, TradeEvent
-from bot.feeds.health import FeedHealth
+from bot.feeds.health import FeedHealth, LatencyStats, StreamState
 from bot.rejections import RejectionCounter
 
 Usable = Callable[[BookEvent], bool]
@@ -34,7 +34,10 @@ class Freshness:
 class MarketState:
     """Holds the latest book per venue and symbol; rejects books older than the one it holds."""
 
-    def __init__(self, rejections: RejectionCounter, usable: Usable | None = None) -> None:
+    def __init__(
+        self, rejections: RejectionCounter, usable: Usable | None = None, health: FeedHealth | None = None
+    ) -> None:
+        self._health = health
         self._books: dict[tuple[str, str], BookEvent] = {}
         self._last_trades: dict[tuple[str, str], TradeEvent] = {}
         self._venues_by_symbol: dict[str, list[str]] = {}
@@ -68,3 +71,11 @@ class MarketState:
 
     def venues_for(self, symbol: str) -> Iterable[str]:
         return self._venues_by_symbol.get(symbol, ())
+
+    def latency(self, venue: str) -> LatencyStats | None:
+        """The venue's receive-minus-event-time lag and clock offset estimate (None without live feeds)."""
+        return self._health.venue(venue).latency.stats() if self._health is not None else None
+
+    def stream_state(self, venue: str, symbol: str) -> StreamState | None:
+        """Live, stale, resyncing, … (None without live feeds, as in a replay)."""
+        return self._health.state(venue, symbol) if self._health is not None else None

@@ -101,6 +101,7 @@ class SignalsRole:
             self.rejections,
             clock=self.clock,
             usable=Freshness(self.clock, stale_after, self.health),
+            health=self.health,
         )
         self.health.add_listener(self.engine.on_stream_state)
         self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.events import BookEvent
+from bot.feeds.health import LatencyStats, StreamState
 
 OpportunityKey = tuple[str, str, str, str]
 """(kind, symbol, buy_venue, sell_venue)."""
@@ -18,6 +19,10 @@ class MarketView(Protocol):
     def book(self, venue: str, symbol: str) -> BookEvent | None: ...
 
     def venues_for(self, symbol: str) -> Iterable[str]: ...
+
+    def latency(self, venue: str) -> LatencyStats | None: ...
+
+    def stream_state(self, venue: str, symbol: str) -> StreamState | None: ...
 
 
 @dataclass(frozen=True, slots=True)

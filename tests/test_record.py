@@ -1,0 +1,38 @@
+"""`arbbot record` on the local simulated venues writes a valid recording that replays."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bot.events import BookEvent, TradeEvent
+from bot.recording import read_events
+from bot.rejections import RejectionCounter
+
+
+def test_record_writes_books_and_trades_of_every_venue(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "demo.jsonl.gz"
+    config = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "record", "-c", str(config), "--duration", "4", "--out", str(out)],
+        env=subprocess_env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rejections = RejectionCounter()
+    events = list(read_events(out, rejections))
+    assert rejections.total == 0
+    books = Counter((e.venue, e.symbol) for e in events if isinstance(e, BookEvent))
+    trades = Counter(e.venue for e in events if isinstance(e, TradeEvent))
+    assert set(books) == {(v, s) for v in ("alpha", "beta", "gamma") for s in ("BTC/USDT", "ETH/USDT")}
+    assert min(books.values()) > 20
+    assert set(trades) == {"alpha", "beta", "gamma"}
+    assert all(e.recv_ts is not None for e in events)
+    assert all(len(e.bids) <= 20 and len(e.asks) <= 20 for e in events if isinstance(e, BookEvent))
+    replayed = subprocess.run(
+        [sys.executable, "-m", "bot", "replay", str(out), "-c", str(config)],
+        env=subprocess_env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"events {len(events)}" in replayed.stdout
