@@ -54,8 +54,7 @@ class SignalEngine:
         health: FeedHealth | None = None,
     ) -> None:
         self.stats = EngineStats()
-        self._usable = usable or (lambda _book: True)
-        self.market = MarketState(rejections, self._usable, health)
+        self.market = MarketState(rejections, usable, health)
         self._strategies = tuple(strategies)
         self._scorer = scorer
         self._tracker = OpportunityTracker(steps)
@@ -90,6 +89,7 @@ class SignalEngine:
     def on_stream_state(self, venue: str, symbol: str, state: StreamState) -> None:
         """A feed stream changed state; close the opportunities that relied on it if it is no longer live."""
         if state is not StreamState.LIVE:
+            self.market.as_of_ms = self._clock.now_ms()
             self._close_where(lambda key: key[1] == symbol and venue in (key[2], key[3]))
 
     async def stop(self) -> None:
@@ -97,6 +97,7 @@ class SignalEngine:
 
     def on_book(self, book: BookEvent) -> None:
         """Apply one book event and emit the signals it calls for."""
+        self.market.as_of_ms = self._clock.now_ms()  # one instant for every freshness question of this event
         if not self.market.apply(book):
             return
         self.stats.updates += 1

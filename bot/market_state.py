@@ -4,31 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from bot.clock import Clock
 from bot.events import BookEvent, TradeEvent
 from bot.feeds.health import FeedHealth, LatencyStats, StreamState
 from bot.rejections import RejectionCounter
 
-Usable = Callable[[BookEvent], bool]
+Usable = Callable[[BookEvent, int], bool]
+"""Whether a book may be used at a given local time (ms)."""
 
 
 class Freshness:
     """A book is usable while its stream is live and it was received less than `stale_after_ms` ago.
 
-    Age is judged on local receive time (`recv_ts`, else `ts` for recordings without one) against the
-    given clock: the system clock live, the replay clock in a replay.
+    Age is judged on local receive time (`recv_ts`, else `ts` for recordings without one) at the time
+    the caller gives: the system clock live, the replay clock in a replay.
     """
 
-    def __init__(self, clock: Clock, stale_after_ms: Mapping[str, int], health: FeedHealth | None = None) -> None:
-        self._clock = clock
+    def __init__(self, stale_after_ms: Mapping[str, int], health: FeedHealth | None = None) -> None:
         self._stale_after_ms = stale_after_ms
         self._health = health
 
-    def __call__(self, book: BookEvent) -> bool:
+    def __call__(self, book: BookEvent, now_ms: int) -> bool:
         if self._health is not None and not self._health.is_live(book.venue, book.symbol):
             return False
         received = book.recv_ts if book.recv_ts is not None else book.ts
-        return self._clock.now_ms() - received <= self._stale_after_ms[book.venue]
+        return now_ms - received <= self._stale_after_ms[book.venue]
 
 
 class MarketState:
@@ -42,8 +41,10 @@ class MarketState:
         self._last_trades: dict[tuple[str, str], TradeEvent] = {}
         self._venues_by_symbol: dict[str, list[str]] = {}
         self._rejections = rejections
-        self._usable = usable or (lambda _book: True)
+        self._usable = usable or (lambda _book, _now: True)
         self.trades = 0
+        self.as_of_ms = 0
+        """The local time every usability question is judged at; the engine sets it once per event."""
 
     def apply(self, book: BookEvent) -> bool:
         """Store `book`; False (and a counted rejection) when it is older than the stored one."""
@@ -64,7 +65,7 @@ class MarketState:
     def book(self, venue: str, symbol: str) -> BookEvent | None:
         """The venue's latest book of `symbol` if it is usable now, else None."""
         book = self._books.get((venue, symbol))
-        return book if book is not None and self._usable(book) else None
+        return book if book is not None and self._usable(book, self.as_of_ms) else None
 
     def last_trade(self, venue: str, symbol: str) -> TradeEvent | None:
         return self._last_trades.get((venue, symbol))

@@ -68,7 +68,7 @@ def build_replay_engine(
         sink,
         rejections,
         clock=clock,
-        usable=Freshness(clock, stale_after),
+        usable=Freshness(stale_after),
     )
 
 

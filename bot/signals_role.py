@@ -100,7 +100,7 @@ class SignalsRole:
             self._publish,
             self.rejections,
             clock=self.clock,
-            usable=Freshness(self.clock, stale_after, self.health),
+            usable=Freshness(stale_after, self.health),
             health=self.health,
         )
         self.health.add_listener(self.engine.on_stream_state)

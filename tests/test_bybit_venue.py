@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from ccxt.base.errors import ExchangeError
+from ccxt.base.errors import ExchangeError, InvalidNonce
 from helpers import eventually
 
 from bot.config import SimSymbolConfig, SimulatorConfig, SimVenueConfig
@@ -360,10 +360,11 @@ async def test_ccxt_watch_trades_gets_side_price_and_amount(server: BybitVenueSe
         server.publish_trade(SYMBOL, T0 + 2, 97_000.0, 1.0, "Buy")
 
 
-async def test_ccxt_misses_a_gap_until_it_resubscribes(
+async def test_adapter_detects_a_gap_ccxt_misses_and_resyncs(
     server: BybitVenueServer, ws: aiohttp.ClientWebSocketResponse
 ) -> None:
-    """The wire shows the gap in `u`, but ccxt 4.5.90 applies deltas blindly; a new subscribe brings it back."""
+    """The wire shows the gap in `u`; ccxt 4.5.90 would apply the next delta blindly and keep a wrong book.
+    arbbot's bybit client fails the watch with InvalidNonce, and the next watch resubscribes and resyncs."""
     server.publish_book(SYMBOL, T0, [(100.0, 1.0), (99.9, 1.0), (99.8, 1.0)], [(100.1, 1.0), (100.2, 1.0)])
     await _send(ws, op="subscribe", args=[BOOK])
     await _reply(ws)
@@ -375,13 +376,12 @@ async def test_ccxt_misses_a_gap_until_it_resubscribes(
     server.publish_book(SYMBOL, T0 + 2, [(100.0, 1.0), (99.9, 1.0)], [(100.1, 2.0), (100.2, 1.0)])
     delta = await _receive(ws)
     assert delta["data"]["u"] == snapshot["data"]["u"] + 2
-    _, bids, asks = server.book_state(SYMBOL)
-    stale = await eventually(lambda: _book_at(client, T0 + 2), message="ccxt did not apply the delta after the gap")
-    assert stale.bids == (*bids, (99.8, 1.0))  # the level the lost delta removed, silently kept
-    assert stale.asks == asks
-    await asyncio.wait_for(client._exchange.un_watch_order_book(SYMBOL), 10)
+    with pytest.raises(InvalidNonce, match="update id jumped"):
+        await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
+    assert client.current_book(SYMBOL, 20) is None  # the wrong book is gone, not kept
     resynced = await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
     await client.close()
+    _, bids, asks = server.book_state(SYMBOL)
     assert (resynced.bids, resynced.asks) == (bids, asks)
     assert server.fault_counts["gap"] == 1
 

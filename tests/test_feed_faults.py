@@ -98,7 +98,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         lambda signal: holder[0].on_signal(signal),
         rejections,
         clock=clock,
-        usable=Freshness(clock, {FAULTY: 400, HEALTHY: 400}, health),
+        usable=Freshness({FAULTY: 400, HEALTHY: 400}, health),
     )
     health.add_listener(engine.on_stream_state)
     await venues.start()

@@ -1,0 +1,555 @@
+"""Feeds benchmark (`arbbot bench feeds`): what arbbot's feed and engine cost on top of ccxt.pro.
+
+Everything runs single-threaded in one process and is timed with `time.perf_counter_ns`:
+
+- `ccxt_per_s`, the reference: ccxt.pro's own rate on one protocol's book frames. Real frames are captured first
+  from the local venue server over a raw websocket; then, with no network, a real ccxt.pro exchange whose client
+  believes it is subscribed takes them through `Client.handle_message` (ccxt's JSON parse and book handler).
+- `pipeline_per_s`: the same frames through ccxt and then arbbot as the live feed takes them: copy the top 20
+  levels, validate a `BookEvent`, update feed health, and `SignalEngine.on_event` (market state, `cex_cex`
+  against a second venue's book of the symbol, rule scorer, opportunity tracker). `ratio` = pipeline / ccxt.
+- `scaling`: µs per book update through `SignalEngine.on_event` alone, for growing venue and symbol counts.
+
+Neither path includes the socket read nor the event-loop hop from ccxt's resolved future to the feed's watch
+loop: both would add the same cost to each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import WSMessage, WSMsgType
+
+from bot.clock import SystemClock
+from bot.config import CexCexConfig, RuleScorerConfig, SimSymbolConfig, SimulatorConfig, SimVenueConfig
+from bot.engine import SignalEngine
+from bot.events import BookEvent, Level
+from bot.feeds.ccxt_adapter import BookCopy, CcxtProClient, _copy
+from bot.feeds.cex import CexVenueFeed
+from bot.feeds.health import FeedHealth
+from bot.market_state import Freshness
+from bot.messages import Signal
+from bot.rejections import RejectionCounter
+from bot.scoring.rule import RuleScorer
+from bot.sim.market import MarketSimulator
+from bot.venues.base import Instrument, VenueServer
+from bot.venues.registry import server_class
+from strategies.cex_cex import CexCexStrategy
+
+PROTOCOLS = ("okx", "bybit", "binance")
+SCALING_POINTS = ((2, 1), (3, 5), (3, 20), (5, 20), (10, 20), (10, 50))
+"""(venues, symbols); 3 × 20 answers "3 venues × 20 symbols in one process without falling behind"."""
+
+SYMBOL = "BTC/USDT"
+INSTRUMENT = Instrument(SYMBOL, tick_size=0.1, lot_size=0.00001, min_size=0.00001)
+BENCH = "bench"  # the venue whose frames are measured
+PEER = "peer"  # a second venue of the symbol, so that cex_cex evaluates a pair on every update
+FEES_BPS = {BENCH: 2.0, PEER: 3.0}
+DEPTH = 20  # levels per side the feed copies (the demo's book_depth)
+WIRE_LEVELS = 25  # levels per side the venue server holds: OKX's checksum window
+TICK_MS = 50
+STALE_AFTER_MS = 600_000  # books built before a timed pass must not go stale during it
+CHUNK_TICKS = 250  # publishes between two catch-ups of the raw client, far below the server's queue bound
+CATCH_UP_S = 30.0
+SYNC_TRIES = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizes:
+    frames: int  # book updates published per protocol
+    repeats: int  # timed passes over the frames, ccxt and pipeline alternating; the median is kept
+    updates: int  # timed updates per scaling point
+    warmup: int  # untimed updates before them
+
+
+FULL = _Sizes(frames=4_000, repeats=5, updates=20_000, warmup=2_000)
+QUICK = _Sizes(frames=400, repeats=1, updates=2_000, warmup=500)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolEvidence:
+    """What one protocol's run left behind, to check that ccxt really parsed complete, real frames."""
+
+    frames: int
+    server_book: tuple[int, tuple[Level, ...], tuple[Level, ...]]
+    """(update id, bids, asks) the server made current last."""
+    ccxt_book: BookCopy
+    """ccxt's whole book after the last reference pass."""
+    pipeline_book: BookCopy
+    """ccxt's whole book after the last pipeline pass."""
+    engine_updates: int
+    """Book events the engine applied in the last pipeline pass."""
+    rejections: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """How a raw websocket client subscribes to a protocol's book stream and reads its frames."""
+
+    path: str
+    subscribe: dict[str, Any]
+    is_book: Callable[[dict[str, Any]], bool]
+    update_id: Callable[[dict[str, Any]], int]
+    changes: Callable[[dict[str, Any]], int]
+
+
+# The streams ccxt.pro's watch_order_book(symbol) subscribes to, with no limit given (as the feed calls it).
+_WIRES = {
+    "okx": _Wire(
+        "/ws/v5/public",
+        {"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]},
+        lambda m: m.get("arg", {}).get("channel") == "books" and "data" in m,
+        lambda m: int(m["data"][0]["seqId"]),
+        lambda m: len(m["data"][0]["bids"]) + len(m["data"][0]["asks"]),
+    ),
+    "bybit": _Wire(
+        "/v5/public/spot",
+        {"op": "subscribe", "req_id": "1", "args": ["orderbook.50.BTCUSDT"]},
+        lambda m: m.get("topic") == "orderbook.50.BTCUSDT",
+        lambda m: int(m["data"]["u"]),
+        lambda m: len(m["data"]["b"]) + len(m["data"]["a"]),
+    ),
+    "binance": _Wire(
+        "/ws",
+        {"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms"], "id": 1},
+        lambda m: m.get("e") == "depthUpdate",
+        lambda m: int(m["u"]),
+        lambda m: len(m["b"]) + len(m["a"]),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    """One protocol's frames as the server sent them, and what is needed to replay them into ccxt."""
+
+    protocol: str
+    urls: dict[str, Any]
+    rows: list[dict[str, Any]] | None
+    markets: tuple[Any, Any]  # ccxt's (markets, currencies), loaded once from the server
+    priming: tuple[WSMessage, ...]  # frames before the first book frame: subscribe acknowledgements
+    frames: tuple[WSMessage, ...]  # the book frames, in order
+    peers: tuple[BookEvent, ...]  # the peer venue's book at each frame's tick
+    snapshot: dict[str, Any] | None  # Binance's REST depth snapshot, taken right after subscribing
+    server_book: tuple[int, tuple[Level, ...], tuple[Level, ...]]
+    changes_per_frame: float
+
+
+def run_feeds_bench(quick: bool = False, *, evidence: dict[str, ProtocolEvidence] | None = None) -> dict[str, Any]:
+    """Run the feeds benchmark and return its JSON-ready result; `evidence` collects each protocol's final books."""
+    sizes = QUICK if quick else FULL
+    return asyncio.run(_bench(sizes, quick, evidence if evidence is not None else {}))
+
+
+async def _bench(sizes: _Sizes, quick: bool, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
+    captures = [await _capture(protocol, sizes.frames) for protocol in PROTOCOLS]
+    protocols = {}
+    for capture in captures:
+        protocols[capture.protocol] = await _measure_protocol(capture, sizes.repeats, evidence)
+    scaling = [_scaling_point(venues, symbols, sizes) for venues, symbols in SCALING_POINTS]
+    return {
+        "benchmark": "feeds",
+        "quick": quick,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "protocols": protocols,
+        "scaling": scaling,
+    }
+
+
+# --- capture --------------------------------------------------------------------------------------
+
+
+def _market(venues: Sequence[str], symbols: Mapping[str, SimSymbolConfig], levels: int) -> SimulatorConfig:
+    """The demo's market: the first venue leads the fair price, the others trail it, noisier and thinner."""
+    spread = max(1, len(venues) - 1)
+    return SimulatorConfig(
+        seed=7,
+        tick_ms=TICK_MS,
+        symbols=dict(symbols),
+        venues={
+            name: SimVenueConfig(
+                lag_ms=round(700 * i / spread),
+                noise_bps=0.3 + 1.2 * i / spread,
+                spread_bps=0.6 + 1.4 * i / spread,
+                depth_levels=levels,
+                level_gap_bps=0.4 + 0.4 * i / spread,
+                size_scale=1.5 - 0.9 * i / spread,
+            )
+            for i, name in enumerate(venues)
+        },
+    )
+
+
+def _btc() -> SimSymbolConfig:
+    return SimSymbolConfig(
+        start_price=97_000.0,
+        volatility_bps=4.0,
+        jumps_per_minute=8.0,
+        jump_bps=12.0,
+        tick_size=INSTRUMENT.tick_size,
+        lot_size=INSTRUMENT.lot_size,
+        top_size=0.4,
+    )
+
+
+async def _capture(protocol: str, ticks: int) -> _Capture:
+    """Publish `ticks` simulated book updates through the protocol's server and keep what a subscriber receives."""
+    wire = _WIRES[protocol]
+    server = server_class(protocol)(BENCH, [INSTRUMENT])
+    simulator = MarketSimulator(_market([BENCH, PEER], {SYMBOL: _btc()}, WIRE_LEVELS), {BENCH: [SYMBOL], PEER: [SYMBOL]})
+    start_ms = time.time_ns() // 1_000_000
+    peers: dict[int, BookEvent] = {}  # by the bench book's update id after the same tick
+
+    def step() -> None:
+        books = {book.venue: book for book in simulator.step()}
+        ts = start_ms + simulator.tick * TICK_MS
+        server.publish_book(SYMBOL, ts, books[BENCH].bids, books[BENCH].asks)
+        peer = books[PEER]
+        peers[server.books[SYMBOL].update_id] = BookEvent(
+            venue=PEER, symbol=SYMBOL, ts=ts, recv_ts=ts, bids=peer.bids[:DEPTH], asks=peer.asks[:DEPTH]
+        )
+
+    await server.start()
+    urls = server.ccxt_urls()
+    try:
+        step()  # a first book, so that a subscribe brings a snapshot where the protocol sends one
+        markets = await _load_markets(server)
+        received: list[str] = []
+        snapshot = None
+        async with aiohttp.ClientSession() as session, session.ws_connect(server.ws_url + wire.path) as ws:
+            await ws.send_str(orjson.dumps(wire.subscribe).decode())
+            received.append(await asyncio.wait_for(ws.receive_str(), CATCH_UP_S))  # the acknowledgement
+            if protocol == "binance":
+                # The REST snapshot, once the diff stream is subscribed: Binance's own sync procedure.
+                async with session.get(f"{server.http_url}/api/v3/depth?symbol=BTCUSDT&limit=1000") as response:
+                    snapshot = await response.json(loads=orjson.loads)
+            for done in range(0, ticks, CHUNK_TICKS):
+                for _ in range(min(CHUNK_TICKS, ticks - done)):
+                    step()
+                await _receive_until(ws, wire, received, server.books[SYMBOL].update_id)
+    finally:
+        await server.stop()
+    messages = [orjson.loads(text) for text in received]
+    book_indexes = [i for i, message in enumerate(messages) if wire.is_book(message)]
+    if not book_indexes or len(book_indexes) != len(messages) - book_indexes[0]:
+        raise RuntimeError(f"{protocol}: unexpected frames between the book frames")
+    books = [messages[i] for i in book_indexes]
+    return _Capture(
+        protocol=protocol,
+        urls=urls,
+        rows=server.market_rows() if server.markets_from_rows else None,
+        markets=markets,
+        priming=tuple(_text(text) for text in received[: book_indexes[0]]),
+        frames=tuple(_text(received[i]) for i in book_indexes),
+        peers=tuple(peers[wire.update_id(book)] for book in books),
+        snapshot=snapshot,
+        server_book=server.book_state(SYMBOL),
+        changes_per_frame=statistics.fmean(wire.changes(book) for book in books),
+    )
+
+
+def _text(text: str) -> WSMessage:
+    # What ccxt's receive loop hands to Client.handle_message for a text frame.
+    return WSMessage(WSMsgType.TEXT, text, None)
+
+
+async def _receive_until(ws: aiohttp.ClientWebSocketResponse, wire: _Wire, received: list[str], update_id: int) -> None:
+    while True:
+        text = await asyncio.wait_for(ws.receive_str(), CATCH_UP_S)
+        received.append(text)
+        message = orjson.loads(text)
+        if isinstance(message, dict) and wire.is_book(message) and wire.update_id(message) >= update_id:
+            return
+
+
+async def _load_markets(server: VenueServer) -> tuple[Any, Any]:
+    """ccxt's markets for the server, loaded as the feed loads them (from rows, or over the local REST API)."""
+    client = CcxtProClient(server.protocol, server.ccxt_urls(), server.market_rows() if server.markets_from_rows else None)
+    try:
+        await client.load_markets()
+        return client._exchange.markets, client._exchange.currencies
+    finally:
+        await client.close()
+
+
+# --- replay into ccxt -----------------------------------------------------------------------------
+
+
+async def _subscribed(capture: _Capture) -> tuple[CcxtProClient, Any]:
+    """A fresh ccxt.pro exchange whose websocket client believes it is subscribed, as its watch call leaves it.
+
+    Returns (the adapter, ccxt's `Client` for the book stream's URL). Nothing connects: the client is never opened.
+    """
+    adapter = CcxtProClient(capture.protocol, capture.urls, capture.rows)
+    exchange = adapter._exchange
+    if capture.rows is None:
+        exchange.set_markets(*capture.markets)
+    if capture.protocol == "okx":
+        client = exchange.client(exchange.get_url("books", "public"))
+        client.subscriptions["books:" + SYMBOL] = True
+    elif capture.protocol == "bybit":
+        client = exchange.client(await exchange.get_url_by_market_type(SYMBOL, False, "watchOrderBook", {}))
+        client.subscriptions["orderbook:" + SYMBOL] = {"id": "1", "topics": ["orderbook.50.BTCUSDT"]}
+    else:
+        url = exchange.get_ws_url("spot", exchange.get_future_ws_category("depth"))
+        client = exchange.client(url + "/" + exchange.stream("spot", "multipleOrderbook::" + SYMBOL, 1))
+        client.subscriptions["orderbook::" + SYMBOL] = {
+            "id": "1",
+            "name": "depth",
+            "symbols": [SYMBOL],
+            "method": exchange.handle_order_book_subscription,
+            "limit": None,
+            "type": "spot",
+            "params": {},
+        }
+        exchange.fetch = _rest_replay(capture.snapshot)
+    for message in capture.priming:
+        client.handle_message(message)
+    if capture.protocol == "binance":
+        # The acknowledgement made ccxt fetch the REST snapshot (answered by `_rest_replay`) in a task of its own.
+        for _ in range(SYNC_TRIES):
+            book = exchange.orderbooks.get(SYMBOL)
+            if book is not None and book.get("nonce") is not None:
+                break
+            await asyncio.sleep(0)
+        else:
+            raise RuntimeError("binance: ccxt did not sync its book to the REST snapshot")
+    return adapter, client
+
+
+def _rest_replay(body: dict[str, Any] | None) -> Callable[..., Any]:
+    async def fetch(url: str, method: str = "GET", headers: Any = None, request_body: Any = None) -> Any:
+        return orjson.loads(orjson.dumps(body))  # a fresh copy, as a parsed HTTP response would be
+
+    return fetch
+
+
+def _time_ccxt(client: Any, frames: Sequence[WSMessage]) -> int:
+    handle = client.handle_message
+    gc.collect()
+    start = time.perf_counter_ns()
+    for frame in frames:
+        handle(frame)
+    return time.perf_counter_ns() - start
+
+
+def _time_pipeline(
+    client: Any,
+    exchange: Any,
+    frames: Sequence[WSMessage],
+    peers: Sequence[BookEvent],
+    on_book: Callable[[BookCopy], None],
+    apply_peer: Callable[[BookEvent], bool],
+) -> int:
+    handle = client.handle_message
+    books = exchange.orderbooks
+    gc.collect()
+    start = time.perf_counter_ns()
+    for frame, peer in zip(frames, peers, strict=True):
+        handle(frame)
+        # The peer venue's book of the same tick, stored without evaluation (a dict store): the pair stays current.
+        apply_peer(peer)
+        # What CcxtProClient.watch_book returns (ccxt's watch call trims with limit()), then the feed's handler.
+        on_book(_copy(SYMBOL, books[SYMBOL].limit(), DEPTH))
+    return time.perf_counter_ns() - start
+
+
+def _engine(fees_bps: Mapping[str, float], health: FeedHealth, rejections: RejectionCounter) -> SignalEngine:
+    """The signals role's engine: cex_cex with the demo's thresholds, rule scorer, freshness from feed health."""
+    config = CexCexConfig()
+    return SignalEngine(
+        [CexCexStrategy(config, fees_bps)],
+        RuleScorer(RuleScorerConfig()),
+        config,
+        _discard,
+        rejections,
+        clock=SystemClock(),
+        usable=Freshness(dict.fromkeys(fees_bps, STALE_AFTER_MS), health),
+        health=health,
+    )
+
+
+def _discard(signal: Signal) -> None:
+    """Drop a signal: the publisher is not part of this benchmark."""
+
+
+async def _ccxt_pass(capture: _Capture) -> tuple[int, BookCopy]:
+    """Time ccxt alone over the frames; return the time and ccxt's whole book after them."""
+    adapter, client = await _subscribed(capture)
+    try:
+        elapsed_ns = _time_ccxt(client, capture.frames)
+        return elapsed_ns, _copy(SYMBOL, adapter._exchange.orderbooks[SYMBOL], 10_000)
+    finally:
+        await adapter.close()
+
+
+async def _pipeline_pass(capture: _Capture) -> tuple[int, BookCopy, SignalEngine, RejectionCounter]:
+    """Time ccxt and arbbot's feed and engine over the frames; return the time, ccxt's book and the engine."""
+    adapter, client = await _subscribed(capture)
+    try:
+        health, rejections = FeedHealth(), RejectionCounter()
+        engine = _engine(FEES_BPS, health, rejections)
+        now_ms = time.time_ns() // 1_000_000
+        health.on_book(PEER, SYMBOL, now_ms, None)  # the peer's stream is live
+        feed = CexVenueFeed(
+            BENCH, lambda: adapter, [SYMBOL], DEPTH, engine.on_event, health, rejections, SystemClock(), trades=False
+        )
+        health.register(BENCH, SYMBOL, now_ms)
+        exchange = adapter._exchange
+        elapsed_ns = _time_pipeline(client, exchange, capture.frames, capture.peers, feed._on_book, engine.market.apply)
+        return elapsed_ns, _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000), engine, rejections
+    finally:
+        await adapter.close()
+
+
+async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
+    ccxt_ns: list[int] = []
+    pipeline_ns: list[int] = []
+    for _ in range(repeats):  # alternate, so that drift in the machine's speed hits both sides alike
+        elapsed_ns, ccxt_book = await _ccxt_pass(capture)
+        ccxt_ns.append(elapsed_ns)
+        elapsed_ns, pipeline_book, engine, rejections = await _pipeline_pass(capture)
+        pipeline_ns.append(elapsed_ns)
+    frames = len(capture.frames)
+    evidence[capture.protocol] = ProtocolEvidence(
+        frames=frames,
+        server_book=capture.server_book,
+        ccxt_book=ccxt_book,
+        pipeline_book=pipeline_book,
+        engine_updates=engine.stats.updates,
+        rejections=rejections.total,
+    )
+    ccxt_s = statistics.median(ccxt_ns) / 1e9
+    pipeline_s = statistics.median(pipeline_ns) / 1e9
+    return {
+        "frames": frames,
+        "changes_per_frame": round(capture.changes_per_frame, 1),
+        "repeats": repeats,
+        "ccxt_per_s": round(frames / ccxt_s, 1),
+        "pipeline_per_s": round(frames / pipeline_s, 1),
+        "ratio": round(ccxt_s / pipeline_s, 4),
+        "ccxt_us_per_frame": round(ccxt_s / frames * 1e6, 2),
+        "pipeline_us_per_update": round(pipeline_s / frames * 1e6, 2),
+        "arbbot_us_per_update": round((pipeline_s - ccxt_s) / frames * 1e6, 2),
+    }
+
+
+# --- scaling --------------------------------------------------------------------------------------
+
+
+def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
+    """µs per book update through the engine, round-robin over venues × symbols, after a warm-up.
+
+    cex_cex evaluates the updated venue against every other venue of the symbol (both directions), so the cost
+    per update grows with the venues per symbol, not with the number of symbols.
+    """
+    names = [f"v{i}" for i in range(venues)]
+    symbol_configs = {
+        f"C{j:02d}/USDT": SimSymbolConfig(start_price=1_000.0 + 100.0 * j, volatility_bps=4.0, top_size=5.0)
+        for j in range(symbols)
+    }
+    simulator = MarketSimulator(_market(names, symbol_configs, DEPTH), dict.fromkeys(names, list(symbol_configs)))
+    warmup = max(sizes.warmup, venues * symbols)  # at least one round, so every update meets all its pairs
+    start_ms = time.time_ns() // 1_000_000
+    events: list[BookEvent] = []
+    while len(events) < warmup + sizes.updates:
+        ts = start_ms + (simulator.tick + 1) * TICK_MS
+        events.extend(
+            BookEvent(venue=book.venue, symbol=book.symbol, ts=ts, recv_ts=ts, bids=book.bids, asks=book.asks)
+            for book in simulator.step()  # every (venue, symbol) once per tick
+        )
+    health, rejections = FeedHealth(), RejectionCounter()
+    engine = _engine({name: 2.0 + 0.5 * (i % 3) for i, name in enumerate(names)}, health, rejections)
+    for name in names:
+        for symbol in symbol_configs:
+            health.on_book(name, symbol, start_ms, None)  # every stream live, as the feeds would leave it
+    on_event = engine.on_event
+    for event in events[:warmup]:
+        on_event(event)
+    timed = events[warmup : warmup + sizes.updates]
+    gc.collect()
+    start = time.perf_counter_ns()
+    for event in timed:
+        on_event(event)
+    elapsed_ns = time.perf_counter_ns() - start
+    if engine.stats.updates != warmup + len(timed) or rejections.total:
+        raise RuntimeError(f"scaling {venues}x{symbols}: the engine rejected updates")
+    us_per_update = elapsed_ns / len(timed) / 1_000
+    return {
+        "venues": venues,
+        "symbols": symbols,
+        "updates": len(timed),
+        "evaluations_per_update": 2 * (venues - 1),
+        "us_per_update": round(us_per_update, 2),
+        "updates_per_s_capacity": round(1e6 / us_per_update, 1),
+    }
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "ccxt": importlib.metadata.version("ccxt"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """Render a feeds benchmark result as Markdown tables for the README."""
+    lines = [
+        "| protocol | ccxt.pro alone (frames/s) | ccxt.pro + arbbot (updates/s) | ratio | arbbot µs/update |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in result["protocols"].items():
+        lines.append(
+            f"| {name} | {row['ccxt_per_s']:,.0f} | {row['pipeline_per_s']:,.0f} | {row['ratio']:.2f} "
+            f"| {row['arbbot_us_per_update']:.1f} |"
+        )
+    lines += [
+        "",
+        "| venues × symbols | engine µs/update | updates/s capacity | per book (updates/s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in result["scaling"]:
+        per_book = row["updates_per_s_capacity"] / (row["venues"] * row["symbols"])
+        lines.append(
+            f"| {row['venues']} × {row['symbols']} | {row['us_per_update']:.1f} "
+            f"| {row['updates_per_s_capacity']:,.0f} | {per_book:,.0f} |"
+        )
+    machine = result["machine"]
+    frames = {row["frames"] for row in result["protocols"].values()}
+    lines += [
+        "",
+        f"Measured {result['measured_at']} on {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, "
+        f"ccxt {machine['ccxt']}; {'/'.join(str(n) for n in sorted(frames))} frames per protocol"
+        f"{' (quick run)' if result.get('quick') else ''}.",
+    ]
+    return "\n".join(lines) + "\n"
