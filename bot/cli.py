@@ -173,6 +173,28 @@ async def _replay(cfg: RootConfig, files: list[Path], speed: float | None) -> An
         await client.aclose()
 
 
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Benchmarks; each reports ratios against a reference measured in the same run."
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("feeds")
+def bench_feeds(
+    json_path: Annotated[Path, typer.Option("--json", help="write the results here")],
+    quick: Annotated[bool, typer.Option(help="fewer updates: a smoke run, not for README")] = False,
+) -> None:
+    """Book updates/s through feed → market state → strategy per protocol vs ccxt.pro's own parse rate, and
+    µs per update as venues × symbols grow."""
+    from bot.bench.feeds import format_table, run_feeds_bench
+
+    result = run_feeds_bench(quick=quick)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_table(result))
+    print(f"results written to {json_path}")
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Turn real data files into recordings.")
 app.add_typer(import_app, name="import")
 

@@ -59,6 +59,13 @@ PEER = "peer"  # a second venue of the symbol, so that cex_cex evaluates a pair 
 FEES_BPS = {BENCH: 2.0, PEER: 3.0}
 DEPTH = 20  # levels per side the feed copies (the demo's book_depth)
 WIRE_LEVELS = 25  # levels per side the venue server holds: OKX's checksum window
+# Levels per side requoted on each update; deeper levels stay as they were. The simulator requotes its whole book
+# every tick (~100 level changes per frame), far more than real venues send: recorded BTC-USDT sessions in
+# ../shared/data/real average 36 changes per Binance depth@100ms frame (median 16), 25 per OKX books update
+# (median 19) and 9 per Bybit orderbook delta (median 5). ccxt's cost per frame grows with its changes and
+# arbbot's per update does not, so frames of the simulator's size would flatter the ratio (REQUOTED_LEVELS =
+# WIRE_LEVELS publishes the simulator's books as they are: ~100 changes per frame).
+REQUOTED_LEVELS = 5
 TICK_MS = 50
 STALE_AFTER_MS = 600_000  # books built before a timed pass must not go stale during it
 CHUNK_TICKS = 250  # publishes between two catch-ups of the raw client, far below the server's queue bound
@@ -72,10 +79,11 @@ class _Sizes:
     repeats: int  # timed passes over the frames, ccxt and pipeline alternating; the median is kept
     updates: int  # timed updates per scaling point
     warmup: int  # untimed updates before them
+    engine_repeats: int  # timed passes per scaling point, each with a fresh engine; the median is kept
 
 
-FULL = _Sizes(frames=4_000, repeats=5, updates=20_000, warmup=2_000)
-QUICK = _Sizes(frames=400, repeats=1, updates=2_000, warmup=500)
+FULL = _Sizes(frames=3_000, repeats=5, updates=20_000, warmup=1_000, engine_repeats=3)
+QUICK = _Sizes(frames=400, repeats=2, updates=2_000, warmup=500, engine_repeats=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +156,16 @@ class _Capture:
 
 
 def run_feeds_bench(quick: bool = False, *, evidence: dict[str, ProtocolEvidence] | None = None) -> dict[str, Any]:
-    """Run the feeds benchmark and return its JSON-ready result; `evidence` collects each protocol's final books."""
+    """Run the feeds benchmark in an event loop of its own and return the JSON-ready result.
+
+    `evidence`, when given, receives each protocol's final books, to check the run against the venue server.
+    """
     sizes = QUICK if quick else FULL
     return asyncio.run(_bench(sizes, quick, evidence if evidence is not None else {}))
 
 
 async def _bench(sizes: _Sizes, quick: bool, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
+    machine = _machine()  # before the run: its load average says whether other work shared the machine
     captures = [await _capture(protocol, sizes.frames) for protocol in PROTOCOLS]
     protocols = {}
     for capture in captures:
@@ -163,9 +175,30 @@ async def _bench(sizes: _Sizes, quick: bool, evidence: dict[str, ProtocolEvidenc
         "benchmark": "feeds",
         "quick": quick,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": machine,
         "protocols": protocols,
         "scaling": scaling,
+        "one_process_3x20": _one_process(protocols, scaling, 3, 20),
+    }
+
+
+def _one_process(protocols: Mapping[str, Any], scaling: Sequence[Mapping[str, Any]], venues: int, symbols: int) -> Any:
+    """Estimate one process's whole cost per update at `venues` × `symbols`, from the measured parts.
+
+    ccxt and the feed cost what the slowest protocol's pipeline cost less its engine share (one pair, as the
+    2 × 1 point measures it); the engine costs what the scaling point measured.
+    """
+    rows = {(row["venues"], row["symbols"]): row for row in scaling}
+    feed_us = max(row["pipeline_us_per_update"] for row in protocols.values()) - rows[(2, 1)]["us_per_update"]
+    total_us = feed_us + rows[(venues, symbols)]["us_per_update"]
+    return {
+        "venues": venues,
+        "symbols": symbols,
+        "feed_us_per_update": round(feed_us, 2),
+        "engine_us_per_update": rows[(venues, symbols)]["us_per_update"],
+        "us_per_update": round(total_us, 2),
+        "updates_per_s": round(1e6 / total_us, 1),
+        "updates_per_s_per_book": round(1e6 / total_us / (venues * symbols), 1),
     }
 
 
@@ -209,14 +242,20 @@ async def _capture(protocol: str, ticks: int) -> _Capture:
     """Publish `ticks` simulated book updates through the protocol's server and keep what a subscriber receives."""
     wire = _WIRES[protocol]
     server = server_class(protocol)(BENCH, [INSTRUMENT])
-    simulator = MarketSimulator(_market([BENCH, PEER], {SYMBOL: _btc()}, WIRE_LEVELS), {BENCH: [SYMBOL], PEER: [SYMBOL]})
+    market = _market([BENCH, PEER], {SYMBOL: _btc()}, WIRE_LEVELS)
+    simulator = MarketSimulator(market, {BENCH: [SYMBOL], PEER: [SYMBOL]})
     start_ms = time.time_ns() // 1_000_000
     peers: dict[int, BookEvent] = {}  # by the bench book's update id after the same tick
+    bids: tuple[Level, ...] = ()
+    asks: tuple[Level, ...] = ()
 
     def step() -> None:
+        nonlocal bids, asks
         books = {book.venue: book for book in simulator.step()}
         ts = start_ms + simulator.tick * TICK_MS
-        server.publish_book(SYMBOL, ts, books[BENCH].bids, books[BENCH].asks)
+        bids = _requote(bids, books[BENCH].bids, descending=True)
+        asks = _requote(asks, books[BENCH].asks, descending=False)
+        server.publish_book(SYMBOL, ts, bids, asks)
         peer = books[PEER]
         peers[server.books[SYMBOL].update_id] = BookEvent(
             venue=PEER, symbol=SYMBOL, ts=ts, recv_ts=ts, bids=peer.bids[:DEPTH], asks=peer.asks[:DEPTH]
@@ -261,6 +300,18 @@ async def _capture(protocol: str, ticks: int) -> _Capture:
     )
 
 
+def _requote(previous: Sequence[Level], quote: Sequence[Level], descending: bool) -> tuple[Level, ...]:
+    """Take the quote's top levels, then the book's own levels beyond them, then the quote's deeper ones."""
+
+    def beyond(price: float, edge: float) -> bool:
+        return price < edge if descending else price > edge
+
+    levels = list(quote[:REQUOTED_LEVELS])
+    levels += [level for level in previous if beyond(level[0], levels[-1][0])]
+    levels += [level for level in quote if beyond(level[0], levels[-1][0])]
+    return tuple(levels[:WIRE_LEVELS])
+
+
 def _text(text: str) -> WSMessage:
     # What ccxt's receive loop hands to Client.handle_message for a text frame.
     return WSMessage(WSMsgType.TEXT, text, None)
@@ -276,8 +327,9 @@ async def _receive_until(ws: aiohttp.ClientWebSocketResponse, wire: _Wire, recei
 
 
 async def _load_markets(server: VenueServer) -> tuple[Any, Any]:
-    """ccxt's markets for the server, loaded as the feed loads them (from rows, or over the local REST API)."""
-    client = CcxtProClient(server.protocol, server.ccxt_urls(), server.market_rows() if server.markets_from_rows else None)
+    """Load ccxt's markets for the server as the feed does: from its rows, or over its REST API."""
+    rows = server.market_rows() if server.markets_from_rows else None
+    client = CcxtProClient(server.protocol, server.ccxt_urls(), rows)
     try:
         await client.load_markets()
         return client._exchange.markets, client._exchange.currencies
@@ -288,25 +340,32 @@ async def _load_markets(server: VenueServer) -> tuple[Any, Any]:
 # --- replay into ccxt -----------------------------------------------------------------------------
 
 
-async def _subscribed(capture: _Capture) -> tuple[CcxtProClient, Any]:
-    """A fresh ccxt.pro exchange whose websocket client believes it is subscribed, as its watch call leaves it.
-
-    Returns (the adapter, ccxt's `Client` for the book stream's URL). Nothing connects: the client is never opened.
-    """
+def _adapter(capture: _Capture) -> CcxtProClient:
+    """Make a real ccxt.pro exchange for the protocol, with the server's markets and URLs; it never connects."""
     adapter = CcxtProClient(capture.protocol, capture.urls, capture.rows)
-    exchange = adapter._exchange
     if capture.rows is None:
-        exchange.set_markets(*capture.markets)
+        adapter._exchange.set_markets(*capture.markets)
+    if capture.protocol == "binance":
+        adapter._exchange.fetch = _rest_replay(capture.snapshot)
+    return adapter
+
+
+async def _subscribe(capture: _Capture, exchange: Any) -> Any:
+    """Give `exchange` a fresh client for the book stream's URL that believes it is subscribed, as the watch call
+    leaves it, and feed it the acknowledgements; return the client. Any book ccxt held before is dropped."""
+    exchange.orderbooks.pop(SYMBOL, None)
     if capture.protocol == "okx":
-        client = exchange.client(exchange.get_url("books", "public"))
-        client.subscriptions["books:" + SYMBOL] = True
+        url = exchange.get_url("books", "public")
+        subscription: Any = True
+        message_hash = "books:" + SYMBOL
     elif capture.protocol == "bybit":
-        client = exchange.client(await exchange.get_url_by_market_type(SYMBOL, False, "watchOrderBook", {}))
-        client.subscriptions["orderbook:" + SYMBOL] = {"id": "1", "topics": ["orderbook.50.BTCUSDT"]}
+        url = await exchange.get_url_by_market_type(SYMBOL, False, "watchOrderBook", {})
+        subscription = {"id": "1", "topics": ["orderbook.50.BTCUSDT"]}
+        message_hash = "orderbook:" + SYMBOL
     else:
         url = exchange.get_ws_url("spot", exchange.get_future_ws_category("depth"))
-        client = exchange.client(url + "/" + exchange.stream("spot", "multipleOrderbook::" + SYMBOL, 1))
-        client.subscriptions["orderbook::" + SYMBOL] = {
+        url += "/" + exchange.stream("spot", "multipleOrderbook::" + SYMBOL, 1)
+        subscription = {
             "id": "1",
             "name": "depth",
             "symbols": [SYMBOL],
@@ -315,7 +374,10 @@ async def _subscribed(capture: _Capture) -> tuple[CcxtProClient, Any]:
             "type": "spot",
             "params": {},
         }
-        exchange.fetch = _rest_replay(capture.snapshot)
+        message_hash = "orderbook::" + SYMBOL
+    (exchange.clients or {}).pop(url, None)
+    client = exchange.client(url)
+    client.subscriptions[message_hash] = subscription
     for message in capture.priming:
         client.handle_message(message)
     if capture.protocol == "binance":
@@ -327,7 +389,7 @@ async def _subscribed(capture: _Capture) -> tuple[CcxtProClient, Any]:
             await asyncio.sleep(0)
         else:
             raise RuntimeError("binance: ccxt did not sync its book to the REST snapshot")
-    return adapter, client
+    return client
 
 
 def _rest_replay(body: dict[str, Any] | None) -> Callable[..., Any]:
@@ -339,6 +401,7 @@ def _rest_replay(body: dict[str, Any] | None) -> Callable[..., Any]:
 
 def _time_ccxt(client: Any, frames: Sequence[WSMessage]) -> int:
     handle = client.handle_message
+    # The garbage collector stays on, as in the daemon; collecting first makes every timed pass start alike.
     gc.collect()
     start = time.perf_counter_ns()
     for frame in frames:
@@ -368,7 +431,7 @@ def _time_pipeline(
 
 
 def _engine(fees_bps: Mapping[str, float], health: FeedHealth, rejections: RejectionCounter) -> SignalEngine:
-    """The signals role's engine: cex_cex with the demo's thresholds, rule scorer, freshness from feed health."""
+    """Build the engine as the signals role does: cex_cex, the rule scorer, freshness from feed health."""
     config = CexCexConfig()
     return SignalEngine(
         [CexCexStrategy(config, fees_bps)],
@@ -386,43 +449,42 @@ def _discard(signal: Signal) -> None:
     """Drop a signal: the publisher is not part of this benchmark."""
 
 
-async def _ccxt_pass(capture: _Capture) -> tuple[int, BookCopy]:
-    """Time ccxt alone over the frames; return the time and ccxt's whole book after them."""
-    adapter, client = await _subscribed(capture)
-    try:
-        elapsed_ns = _time_ccxt(client, capture.frames)
-        return elapsed_ns, _copy(SYMBOL, adapter._exchange.orderbooks[SYMBOL], 10_000)
-    finally:
-        await adapter.close()
+async def _ccxt_pass(capture: _Capture, exchange: Any) -> int:
+    """Time ccxt alone over the frames."""
+    client = await _subscribe(capture, exchange)
+    return _time_ccxt(client, capture.frames)
 
 
-async def _pipeline_pass(capture: _Capture) -> tuple[int, BookCopy, SignalEngine, RejectionCounter]:
-    """Time ccxt and arbbot's feed and engine over the frames; return the time, ccxt's book and the engine."""
-    adapter, client = await _subscribed(capture)
-    try:
-        health, rejections = FeedHealth(), RejectionCounter()
-        engine = _engine(FEES_BPS, health, rejections)
-        now_ms = time.time_ns() // 1_000_000
-        health.on_book(PEER, SYMBOL, now_ms, None)  # the peer's stream is live
-        feed = CexVenueFeed(
-            BENCH, lambda: adapter, [SYMBOL], DEPTH, engine.on_event, health, rejections, SystemClock(), trades=False
-        )
-        health.register(BENCH, SYMBOL, now_ms)
-        exchange = adapter._exchange
-        elapsed_ns = _time_pipeline(client, exchange, capture.frames, capture.peers, feed._on_book, engine.market.apply)
-        return elapsed_ns, _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000), engine, rejections
-    finally:
-        await adapter.close()
+async def _pipeline_pass(capture: _Capture, adapter: CcxtProClient) -> tuple[int, SignalEngine, RejectionCounter]:
+    """Time ccxt, then arbbot's feed and engine, over the frames; return the time and the engine."""
+    client = await _subscribe(capture, adapter._exchange)
+    health, rejections = FeedHealth(), RejectionCounter()
+    engine = _engine(FEES_BPS, health, rejections)
+    now_ms = time.time_ns() // 1_000_000
+    health.on_book(PEER, SYMBOL, now_ms, None)  # the peer's stream is live
+    feed = CexVenueFeed(
+        BENCH, lambda: adapter, [SYMBOL], DEPTH, engine.on_event, health, rejections, SystemClock(), trades=False
+    )
+    health.register(BENCH, SYMBOL, now_ms)
+    exchange = adapter._exchange
+    elapsed_ns = _time_pipeline(client, exchange, capture.frames, capture.peers, feed._on_book, engine.market.apply)
+    return elapsed_ns, engine, rejections
 
 
 async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
     ccxt_ns: list[int] = []
     pipeline_ns: list[int] = []
-    for _ in range(repeats):  # alternate, so that drift in the machine's speed hits both sides alike
-        elapsed_ns, ccxt_book = await _ccxt_pass(capture)
-        ccxt_ns.append(elapsed_ns)
-        elapsed_ns, pipeline_book, engine, rejections = await _pipeline_pass(capture)
-        pipeline_ns.append(elapsed_ns)
+    adapter = _adapter(capture)
+    exchange = adapter._exchange
+    try:
+        for _ in range(repeats):  # alternate, so that changes in the machine's speed hit both sides alike
+            ccxt_ns.append(await _ccxt_pass(capture, exchange))
+            ccxt_book = _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000)
+            elapsed_ns, engine, rejections = await _pipeline_pass(capture, adapter)
+            pipeline_ns.append(elapsed_ns)
+            pipeline_book = _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000)
+    finally:
+        await adapter.close()
     frames = len(capture.frames)
     evidence[capture.protocol] = ProtocolEvidence(
         frames=frames,
@@ -451,7 +513,7 @@ async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str,
 
 
 def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
-    """µs per book update through the engine, round-robin over venues × symbols, after a warm-up.
+    """Measure µs per book update through the engine, round-robin over venues × symbols, after a warm-up.
 
     cex_cex evaluates the updated venue against every other venue of the symbol (both directions), so the cost
     per update grows with the venues per symbol, not with the number of symbols.
@@ -461,7 +523,7 @@ def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
         f"C{j:02d}/USDT": SimSymbolConfig(start_price=1_000.0 + 100.0 * j, volatility_bps=4.0, top_size=5.0)
         for j in range(symbols)
     }
-    simulator = MarketSimulator(_market(names, symbol_configs, DEPTH), dict.fromkeys(names, list(symbol_configs)))
+    simulator = MarketSimulator(_market(names, symbol_configs, DEPTH), {name: list(symbol_configs) for name in names})
     warmup = max(sizes.warmup, venues * symbols)  # at least one round, so every update meets all its pairs
     start_ms = time.time_ns() // 1_000_000
     events: list[BookEvent] = []
@@ -471,31 +533,39 @@ def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
             BookEvent(venue=book.venue, symbol=book.symbol, ts=ts, recv_ts=ts, bids=book.bids, asks=book.asks)
             for book in simulator.step()  # every (venue, symbol) once per tick
         )
+    fees_bps = {name: 2.0 + 0.5 * (i % 3) for i, name in enumerate(names)}
+    warm, timed = events[:warmup], events[warmup : warmup + sizes.updates]
+    passes = [_engine_pass(warm, timed, fees_bps, start_ms) for _ in range(sizes.engine_repeats)]
+    us_per_update = statistics.median(passes) / sizes.updates / 1_000
+    return {
+        "venues": venues,
+        "symbols": symbols,
+        "updates": sizes.updates,
+        "evaluations_per_update": 2 * (venues - 1),
+        "us_per_update": round(us_per_update, 2),
+        "updates_per_s_capacity": round(1e6 / us_per_update, 1),
+    }
+
+
+def _engine_pass(
+    warmup: Sequence[BookEvent], timed: Sequence[BookEvent], fees_bps: Mapping[str, float], now_ms: int
+) -> int:
+    """Feed a fresh engine the warm-up events, then time it over the others (ns)."""
     health, rejections = FeedHealth(), RejectionCounter()
-    engine = _engine({name: 2.0 + 0.5 * (i % 3) for i, name in enumerate(names)}, health, rejections)
-    for name in names:
-        for symbol in symbol_configs:
-            health.on_book(name, symbol, start_ms, None)  # every stream live, as the feeds would leave it
+    engine = _engine(fees_bps, health, rejections)
+    for event in warmup:
+        health.on_book(event.venue, event.symbol, now_ms, None)  # every stream live, as the feeds would leave it
     on_event = engine.on_event
-    for event in events[:warmup]:
+    for event in warmup:
         on_event(event)
-    timed = events[warmup : warmup + sizes.updates]
     gc.collect()
     start = time.perf_counter_ns()
     for event in timed:
         on_event(event)
     elapsed_ns = time.perf_counter_ns() - start
-    if engine.stats.updates != warmup + len(timed) or rejections.total:
-        raise RuntimeError(f"scaling {venues}x{symbols}: the engine rejected updates")
-    us_per_update = elapsed_ns / len(timed) / 1_000
-    return {
-        "venues": venues,
-        "symbols": symbols,
-        "updates": len(timed),
-        "evaluations_per_update": 2 * (venues - 1),
-        "us_per_update": round(us_per_update, 2),
-        "updates_per_s_capacity": round(1e6 / us_per_update, 1),
-    }
+    if engine.stats.updates != len(warmup) + len(timed) or rejections.total:
+        raise RuntimeError("the engine rejected book updates")
+    return elapsed_ns
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -507,6 +577,7 @@ def _machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "ccxt": importlib.metadata.version("ccxt"),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -525,13 +596,14 @@ def _cpu_model() -> str:
 def format_table(result: Mapping[str, Any]) -> str:
     """Render a feeds benchmark result as Markdown tables for the README."""
     lines = [
-        "| protocol | ccxt.pro alone (frames/s) | ccxt.pro + arbbot (updates/s) | ratio | arbbot µs/update |",
-        "|---|---:|---:|---:|---:|",
+        "| protocol | level changes/frame | ccxt.pro alone (frames/s) | ccxt.pro + arbbot (updates/s) | ratio "
+        "| arbbot µs/update |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in result["protocols"].items():
         lines.append(
-            f"| {name} | {row['ccxt_per_s']:,.0f} | {row['pipeline_per_s']:,.0f} | {row['ratio']:.2f} "
-            f"| {row['arbbot_us_per_update']:.1f} |"
+            f"| {name} | {row['changes_per_frame']:.0f} | {row['ccxt_per_s']:,.0f} | {row['pipeline_per_s']:,.0f} "
+            f"| {row['ratio']:.2f} | {row['arbbot_us_per_update']:.1f} |"
         )
     lines += [
         "",
@@ -546,10 +618,16 @@ def format_table(result: Mapping[str, Any]) -> str:
         )
     machine = result["machine"]
     frames = {row["frames"] for row in result["protocols"].values()}
+    one = result["one_process_3x20"]
+    quick = " (quick run)" if result.get("quick") else ""
     lines += [
         "",
+        f"One process at {one['venues']} venues × {one['symbols']} symbols (estimate, from the parts above): "
+        f"{one['feed_us_per_update']:.0f} µs of ccxt and feed plus {one['engine_us_per_update']:.0f} µs of engine "
+        f"per update, so {one['updates_per_s']:,.0f} updates/s in all, {one['updates_per_s_per_book']:,.0f} per book.",
+        "",
         f"Measured {result['measured_at']} on {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, "
-        f"ccxt {machine['ccxt']}; {'/'.join(str(n) for n in sorted(frames))} frames per protocol"
-        f"{' (quick run)' if result.get('quick') else ''}.",
+        f"ccxt {machine['ccxt']}; {'/'.join(str(n) for n in sorted(frames))} frames per protocol{quick}; "
+        f"1-minute load average {machine['load_average_1m']} at start.",
     ]
     return "\n".join(lines) + "\n"
