@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bot.events import BookEvent
 from bot.feeds.health import LatencyStats, StreamState
@@ -25,9 +24,8 @@ class MarketView(Protocol):
     def stream_state(self, venue: str, symbol: str) -> StreamState | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """One venue pair evaluated in one direction after a market update.
+class Evaluation(NamedTuple):
+    """One venue pair evaluated in one direction after a market update (a NamedTuple: built per update).
 
     `size` is 0 when no size pays after costs; prices are then the touch (best ask, best bid).
     `costs` hold fees and gas in quote units.

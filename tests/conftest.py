@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
 import shutil
 import subprocess
@@ -94,3 +96,12 @@ def subprocess_env(redis_url: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["ARBBOT_REDIS_URL"] = redis_url
     return env
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_async_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect garbage after every async test (those open sockets and ccxt sessions), so an unclosed
+    resource's warning fails the test that leaked it rather than whichever test runs next."""
+    yield
+    if inspect.iscoroutinefunction(getattr(request.node, "function", None)):
+        gc.collect()

@@ -370,17 +370,19 @@ async def test_adapter_detects_a_gap_ccxt_misses_and_resyncs(
     await _reply(ws)
     snapshot = await _receive(ws)
     client = CcxtProClient("bybit", server.ccxt_urls())
-    await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
-    server.inject("gap")
-    server.publish_book(SYMBOL, T0 + 1, [(100.0, 1.0), (99.9, 1.0)], [(100.1, 1.0), (100.2, 1.0)])  # lost
-    server.publish_book(SYMBOL, T0 + 2, [(100.0, 1.0), (99.9, 1.0)], [(100.1, 2.0), (100.2, 1.0)])
-    delta = await _receive(ws)
-    assert delta["data"]["u"] == snapshot["data"]["u"] + 2
-    with pytest.raises(InvalidNonce, match="update id jumped"):
+    try:
         await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
-    assert client.current_book(SYMBOL, 20) is None  # the wrong book is gone, not kept
-    resynced = await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
-    await client.close()
+        server.inject("gap")
+        server.publish_book(SYMBOL, T0 + 1, [(100.0, 1.0), (99.9, 1.0)], [(100.1, 1.0), (100.2, 1.0)])  # lost
+        server.publish_book(SYMBOL, T0 + 2, [(100.0, 1.0), (99.9, 1.0)], [(100.1, 2.0), (100.2, 1.0)])
+        delta = await _receive(ws)
+        assert delta["data"]["u"] == snapshot["data"]["u"] + 2
+        with pytest.raises(InvalidNonce, match="order book gap"):
+            await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
+        assert client.current_book(SYMBOL, 20) is None  # the wrong book is gone, not kept
+        resynced = await asyncio.wait_for(client.watch_book(SYMBOL, 20), 10)
+    finally:
+        await client.close()
     _, bids, asks = server.book_state(SYMBOL)
     assert (resynced.bids, resynced.asks) == (bids, asks)
     assert server.fault_counts["gap"] == 1

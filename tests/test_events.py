@@ -211,3 +211,29 @@ def test_trade_is_frozen() -> None:
 def test_book_timestamp_must_be_positive(data: dict[str, Any], ts: int) -> None:
     with pytest.raises(ValidationError):
         BookEvent.model_validate({**data, "ts": ts})
+
+
+_level_values = st.one_of(
+    st.floats(min_value=0.5, max_value=2.0),
+    st.sampled_from([0.0, -1.0, float("nan"), float("inf")]),
+)
+_rough_levels = st.lists(st.tuples(_level_values, _level_values), max_size=4).map(tuple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bids=_rough_levels, asks=_rough_levels, ts=st.integers(-1, 3))
+def test_from_levels_accepts_and_rejects_exactly_what_validation_does(
+    bids: tuple[tuple[float, float], ...], asks: tuple[tuple[float, float], ...], ts: int
+) -> None:
+    """The feeds' fast constructor is the validating model, minus pydantic's per-field work."""
+    try:
+        expected: BookEvent | None = BookEvent.model_validate(
+            {"venue": "okx", "symbol": "BTC/USDT", "ts": ts, "bids": bids, "asks": asks, "recv_ts": 5}
+        )
+    except ValidationError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            BookEvent.from_levels("okx", "BTC/USDT", ts, bids, asks, recv_ts=5)
+    else:
+        assert BookEvent.from_levels("okx", "BTC/USDT", ts, bids, asks, recv_ts=5) == expected

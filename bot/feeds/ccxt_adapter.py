@@ -45,6 +45,10 @@ def classify_error(exc: BaseException) -> str:
     return "error"
 
 
+def _gap_message(exchange: str, topic: str, last: Any, update_id: Any) -> str:
+    return f"{exchange} order book gap: update id jumped from {last} to {update_id} on {topic}"
+
+
 class _SequencedBybit(ccxtpro.bybit):  # type: ignore[misc]  # ccxt is untyped
     """ccxt's bybit applies order-book deltas without checking their update id `u`, so a lost delta
     leaves a wrong book that still looks live. This checks that `u` rises by one per topic; on a gap it
@@ -53,7 +57,8 @@ class _SequencedBybit(ccxtpro.bybit):  # type: ignore[misc]  # ccxt is untyped
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.last_update_id: dict[str, Any] = {}
-        self.resync_needed: set[str] = set()
+        self.resync_needed: dict[str, bool] = {}
+        """Symbols whose book was dropped after a gap, and whether a waiting watcher was told."""
 
     def handle_order_book(self, client: Any, message: dict[str, Any]) -> Any:
         topic = str(message.get("topic", ""))
@@ -70,9 +75,13 @@ class _SequencedBybit(ccxtpro.bybit):  # type: ignore[misc]  # ccxt is untyped
             market = self.safe_market(data.get("s"), None, None, "spot" if "spot" in client.url else "contract")
             symbol = market["symbol"]
             self.orderbooks.pop(symbol, None)
-            self.resync_needed.add(symbol)
-            error = InvalidNonce(f"{self.id} order book update id jumped from {last} to {update_id} on {topic}")
-            client.reject(error, "orderbook:" + symbol)
+            message_hash = "orderbook:" + symbol
+            # Only a waiting watcher is rejected: ccxt would park a rejection nobody awaits and raise it at a
+            # later, unrelated watch. Otherwise the adapter's next watch reports the gap.
+            waiting = message_hash in client.futures
+            self.resync_needed[symbol] = waiting
+            if waiting:
+                client.reject(InvalidNonce(_gap_message(self.id, topic, last, update_id)), message_hash)
             return None
         self.last_update_id[topic] = update_id
         return super().handle_order_book(client, message)
@@ -82,7 +91,7 @@ _EXCHANGE_CLASSES: dict[str, Any] = {"bybit": _SequencedBybit}
 
 
 def _levels(side: Any, depth: int) -> tuple[Level, ...]:
-    return tuple((float(level[0]), float(level[1])) for level in side[:depth])
+    return tuple([(float(level[0]), float(level[1])) for level in side[:depth]])
 
 
 def _deep_update(target: dict[str, Any], overrides: Mapping[str, Any]) -> None:
@@ -122,10 +131,12 @@ class CcxtProClient:
 
     async def watch_book(self, symbol: str, depth: int) -> BookCopy:
         """Wait for the next book update of `symbol` and copy its top `depth` levels."""
-        resync_needed: set[str] | None = getattr(self._exchange, "resync_needed", None)
+        resync_needed: dict[str, bool] | None = getattr(self._exchange, "resync_needed", None)
         if resync_needed is not None and symbol in resync_needed:
-            resync_needed.discard(symbol)
-            await self._exchange.un_watch_order_book(symbol)  # resubscribing brings a fresh snapshot
+            announced = resync_needed.pop(symbol)
+            await self._exchange.un_watch_order_book(symbol)  # the next watch resubscribes: a fresh snapshot
+            if not announced:
+                raise InvalidNonce(f"{self._exchange.id} order book gap on {symbol}; resubscribing")
         book = await self._exchange.watch_order_book(symbol)
         return _copy(symbol, book, depth)
 

@@ -167,18 +167,10 @@ class CexVenueFeed:
             # snapshot) is not emitted, so one stream never mixes two clocks. The next update brings it.
             self._health.venue(self.venue).untimed_books += 1
             return
-        fields: dict[str, Any] = {
-            "venue": self.venue,
-            "symbol": copy.symbol,
-            "ts": copy.timestamp,
-            "recv_ts": recv_ts,
-            "bids": copy.bids,
-            "asks": copy.asks,
-        }
         try:
-            event = BookEvent.model_validate(fields)
-        except ValidationError as exc:
-            self._rejections.reject(self.venue, "invalid_book", exc.errors()[0]["msg"])
+            event = BookEvent.from_levels(self.venue, copy.symbol, copy.timestamp, copy.bids, copy.asks, recv_ts)
+        except (TypeError, ValueError) as exc:
+            self._rejections.reject(self.venue, "invalid_book", str(exc))
             self._health.on_fault(self.venue, copy.symbol, "invalid_book", StreamState.INVALID, recv_ts)
             return
         self._health.on_book(self.venue, copy.symbol, recv_ts, copy.timestamp)

@@ -108,10 +108,17 @@ class FeedHealth:
         self.stream(venue, symbol).since_ms = now_ms
 
     def venue(self, venue: str) -> VenueHealth:
-        return self.venues.setdefault(venue, VenueHealth())
+        health = self.venues.get(venue)
+        if health is None:
+            health = self.venues[venue] = VenueHealth()
+        return health
 
     def stream(self, venue: str, symbol: str) -> StreamHealth:
-        return self.venue(venue).streams.setdefault(symbol, StreamHealth())
+        streams = self.venue(venue).streams
+        stream = streams.get(symbol)
+        if stream is None:
+            stream = streams[symbol] = StreamHealth()
+        return stream
 
     def state(self, venue: str, symbol: str) -> StreamState:
         return self.stream(venue, symbol).state
