@@ -12,14 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import RootConfig
-from bot.engine import SignalEngine
 from bot.events import MarketEvent
-from bot.market_state import Freshness
 from bot.messages import Signal
 from bot.recording import merge_events, time_key
 from bot.rejections import RejectionCounter
-from bot.scoring.rule import RuleScorer
-from strategies.cex_cex import CexCexStrategy
+from bot.signals_role import build_engine
 
 
 class ReplayClock:
@@ -55,23 +52,6 @@ class ReplaySummary:
     rejected: int = 0
 
 
-def build_replay_engine(
-    config: RootConfig, sink: Callable[[Signal], object], rejections: RejectionCounter, clock: ReplayClock
-) -> SignalEngine:
-    """The signals pipeline on the replay clock, with the config's venues, fees and thresholds."""
-    strategy = CexCexStrategy(config.strategies.cex_cex, {name: v.taker_fee_bps for name, v in config.venues.items()})
-    stale_after = {name: venue.stale_after_ms for name, venue in config.venues.items()}
-    return SignalEngine(
-        [strategy],
-        RuleScorer(config.scorer.rule),
-        config.strategies.cex_cex,
-        sink,
-        rejections,
-        clock=clock,
-        usable=Freshness(stale_after),
-    )
-
-
 async def replay_events(
     config: RootConfig,
     events: Iterable[MarketEvent],
@@ -82,7 +62,7 @@ async def replay_events(
     """Feed `events` through the pipeline; `speed` paces them at real time × speed (None: as fast as possible)."""
     rejections = rejections or RejectionCounter()
     clock = ReplayClock()
-    engine = build_replay_engine(config, sink, rejections, clock)
+    engine = build_engine(config, sink, rejections, clock)
     summary = ReplaySummary()
     loop = asyncio.get_running_loop()
     started_wall: float | None = None

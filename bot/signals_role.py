@@ -30,6 +30,31 @@ Endpoint = tuple[dict[str, Any], list[dict[str, Any]] | None]
 """(URL overrides, market rows or None to load them over REST) that point a ccxt.pro client at a local venue."""
 
 
+def build_engine(
+    config: RootConfig,
+    sink: Callable[[Signal], object],
+    rejections: RejectionCounter,
+    clock: Clock,
+    health: FeedHealth | None = None,
+) -> SignalEngine:
+    """The signals pipeline of a config (live with `health`, or on a replay clock without it)."""
+    fees = {name: venue.taker_fee_bps for name, venue in config.venues.items()}
+    stale_after = {name: venue.stale_after_ms for name, venue in config.venues.items()}
+    engine = SignalEngine(
+        [CexCexStrategy(config.strategies.cex_cex, fees)],
+        RuleScorer(config.scorer.rule),
+        config.strategies.cex_cex,
+        sink,
+        rejections,
+        clock=clock,
+        usable=Freshness(stale_after, health),
+        health=health,
+    )
+    if health is not None:
+        health.add_listener(engine.on_stream_state)
+    return engine
+
+
 def build_feeds(
     config: RootConfig,
     sink: Callable[[MarketEvent], None],
@@ -89,21 +114,7 @@ class SignalsRole:
             self.clock,
         )
         self._on_signal = on_signal
-        strategy = CexCexStrategy(
-            config.strategies.cex_cex, {name: venue.taker_fee_bps for name, venue in config.venues.items()}
-        )
-        stale_after = {name: venue.stale_after_ms for name, venue in config.venues.items()}
-        self.engine = SignalEngine(
-            [strategy],
-            RuleScorer(config.scorer.rule),
-            config.strategies.cex_cex,
-            self._publish,
-            self.rejections,
-            clock=self.clock,
-            usable=Freshness(stale_after, self.health),
-            health=self.health,
-        )
-        self.health.add_listener(self.engine.on_stream_state)
+        self.engine = build_engine(config, self._publish, self.rejections, self.clock, self.health)
         self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)
         self._engine_task: asyncio.Task[None] | None = None
 

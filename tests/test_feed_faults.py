@@ -18,14 +18,11 @@ from bot.clock import SystemClock
 from bot.config import RootConfig, parse_config
 from bot.engine import SignalEngine
 from bot.feeds.health import FeedHealth, StreamState
-from bot.market_state import Freshness
 from bot.messages import Signal
 from bot.rejections import RejectionCounter
-from bot.scoring.rule import RuleScorer
-from bot.signals_role import build_feeds
+from bot.signals_role import build_engine, build_feeds
 from bot.venues.base import Fault
 from bot.venues.local import LocalVenues
-from strategies.cex_cex import CexCexStrategy
 
 PROTOCOLS = ["okx", "bybit", "binance"]
 SYMBOL = "BTC/USDT"
@@ -91,16 +88,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     for server in venues.servers.values():
         server.stall_s = 1.0
     holder: list[Rig] = []
-    engine = SignalEngine(
-        [CexCexStrategy(config.strategies.cex_cex, {FAULTY: 0.5, HEALTHY: 0.5})],
-        RuleScorer(config.scorer.rule),
-        config.strategies.cex_cex,
-        lambda signal: holder[0].on_signal(signal),
-        rejections,
-        clock=clock,
-        usable=Freshness({FAULTY: 400, HEALTHY: 400}, health),
-    )
-    health.add_listener(engine.on_stream_state)
+    engine = build_engine(config, lambda signal: holder[0].on_signal(signal), rejections, clock, health)
     await venues.start()
     endpoints = {name: venues.endpoint(name) for name in venues.servers}
     feeds = build_feeds(config, engine.submit, health, rejections, clock, endpoints)
