@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock, SystemClock
 from bot.config import CexCexConfig
-from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent, TradeEvent
 from bot.feeds.health import FeedHealth, StreamState
 from bot.market_state import MarketState, Usable
 from bot.messages import Signal
@@ -80,11 +80,15 @@ class SignalEngine:
             self.on_event(event)
 
     def on_event(self, event: MarketEvent) -> None:
-        if isinstance(event, TradeEvent):
+        if isinstance(event, BookEvent):
+            self.on_book(event)
+        elif isinstance(event, TradeEvent):
             self.market.apply_trade(event)
             self.stats.trades += 1
-        else:
-            self.on_book(event)
+        elif isinstance(event, GasEvent):
+            self.market.apply_gas(event)
+        elif isinstance(event, PoolEvent):
+            self.market.apply_pool(event)
 
     def on_stream_state(self, venue: str, symbol: str, state: StreamState) -> None:
         """A feed stream changed state; close the opportunities that relied on it if it is no longer live."""

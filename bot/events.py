@@ -17,7 +17,14 @@ def _finite_positive(value: float) -> float:
     return value
 
 
+def _finite_non_negative(value: float) -> float:
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+    return value
+
+
 PositiveFinite = Annotated[float, AfterValidator(_finite_positive)]
+NonNegativeFinite = Annotated[float, AfterValidator(_finite_non_negative)]
 Timestamp = Annotated[int, Field(gt=0, description="milliseconds since the Unix epoch")]
 
 
@@ -107,4 +114,44 @@ class TradeEvent(_Event):
     side: Literal["buy", "sell"]
 
 
-MarketEvent = BookEvent | TradeEvent
+class GasEvent(_Event):
+    """One block's gas market: base fee, the median tip, how full the block was."""
+
+    type: Literal["gas"] = "gas"
+    chain: str = Field(min_length=1)
+    block: Annotated[int, Field(ge=0)]
+    ts: Timestamp
+    base_fee_gwei: NonNegativeFinite
+    priority_fee_gwei: NonNegativeFinite
+    gas_used_ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class PoolEvent(_Event):
+    """A constant-product pool's reserves (a Uniswap V3 pool as the virtual reserves of its current range)."""
+
+    type: Literal["pool"] = "pool"
+    chain: str = Field(min_length=1)
+    dex: str = Field(min_length=1)
+    pool: str = Field(min_length=1, description="pool address")
+    symbol: str = Field(min_length=3)
+    base: str = Field(min_length=1)
+    quote: str = Field(min_length=1)
+    reserve_base: PositiveFinite
+    reserve_quote: PositiveFinite
+    fee_bps: Annotated[float, Field(ge=0.0, lt=10_000.0, allow_inf_nan=False)]
+    block: Annotated[int, Field(ge=0)]
+    ts: Timestamp
+
+    @model_validator(mode="after")
+    def _symbol_names_its_tokens(self) -> PoolEvent:
+        if self.symbol != f"{self.base}/{self.quote}":
+            raise ValueError(f"symbol {self.symbol!r} does not match base/quote {self.base}/{self.quote}")
+        return self
+
+    @property
+    def price(self) -> float:
+        """Marginal price, quote per base, before fees."""
+        return self.reserve_quote / self.reserve_base
+
+
+MarketEvent = BookEvent | TradeEvent | GasEvent | PoolEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from bot.events import BookEvent, TradeEvent
+from bot.events import BookEvent, GasEvent, PoolEvent, TradeEvent
 from bot.feeds.health import FeedHealth, LatencyStats, StreamState
 from bot.rejections import RejectionCounter
 
@@ -39,6 +39,8 @@ class MarketState:
         self._health = health
         self._books: dict[tuple[str, str], BookEvent] = {}
         self._last_trades: dict[tuple[str, str], TradeEvent] = {}
+        self._gas: dict[str, GasEvent] = {}
+        self._pools: dict[tuple[str, str], PoolEvent] = {}
         self._venues_by_symbol: dict[str, list[str]] = {}
         self._rejections = rejections
         self._usable = usable or (lambda _book, _now: True)
@@ -61,6 +63,31 @@ class MarketState:
     def apply_trade(self, trade: TradeEvent) -> None:
         self._last_trades[(trade.venue, trade.symbol)] = trade
         self.trades += 1
+
+    def apply_gas(self, gas: GasEvent) -> bool:
+        """Store a chain's gas; False (counted) for a block older than the one held."""
+        held = self._gas.get(gas.chain)
+        if held is not None and gas.block < held.block:
+            self._rejections.reject(gas.chain, "out_of_order", f"gas block {gas.block} < {held.block}")
+            return False
+        self._gas[gas.chain] = gas
+        return True
+
+    def apply_pool(self, pool: PoolEvent) -> bool:
+        """Store a pool's reserves; False (counted) for a block older than the one held."""
+        key = (pool.chain, pool.pool)
+        held = self._pools.get(key)
+        if held is not None and pool.block < held.block:
+            self._rejections.reject(pool.chain, "out_of_order", f"pool {pool.pool} block {pool.block} < {held.block}")
+            return False
+        self._pools[key] = pool
+        return True
+
+    def gas(self, chain: str) -> GasEvent | None:
+        return self._gas.get(chain)
+
+    def pools_for(self, symbol: str) -> list[PoolEvent]:
+        return [pool for pool in self._pools.values() if pool.symbol == symbol]
 
     def book(self, venue: str, symbol: str) -> BookEvent | None:
         """The venue's latest book of `symbol` if it is usable now, else None."""

@@ -8,7 +8,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from bot.events import PositiveFinite, Timestamp
+from bot.events import NonNegativeFinite, PositiveFinite, Timestamp
 
 SIGNAL_SCHEMA_VERSION: Final = 1
 
@@ -20,7 +20,6 @@ def _finite(value: float) -> float:
 
 
 Finite = Annotated[float, AfterValidator(_finite)]
-NonNegativeFinite = Annotated[float, AfterValidator(_finite), Field(ge=0.0)]
 
 
 def new_id() -> str:

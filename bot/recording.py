@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bot.bus.codec import DecodeError, decode_event, encode
-from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.events import MarketEvent
 from bot.rejections import RejectionCounter
 
 _FLUSH_BYTES = 1 << 20
@@ -60,7 +60,7 @@ class RecordingWriter:
     ) -> None:
         self.close()
 
-    def write(self, event: BookEvent | TradeEvent) -> None:
+    def write(self, event: MarketEvent) -> None:
         """Append one event."""
         line = encode(event) + b"\n"
         self._pending.append(line)

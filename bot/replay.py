@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import RootConfig
-from bot.events import MarketEvent
+from bot.events import BookEvent, MarketEvent, TradeEvent
 from bot.messages import Signal
 from bot.recording import merge_events, time_key
 from bot.rejections import RejectionCounter
@@ -68,7 +68,7 @@ async def replay_events(
     started_wall: float | None = None
     first_event_ms = 0
     for event in events:
-        if event.venue not in config.venues:
+        if isinstance(event, BookEvent | TradeEvent) and event.venue not in config.venues:
             rejections.reject(event.venue, "unknown_venue", f"{event.venue} is not in the config")
             summary.skipped += 1
             continue

@@ -276,7 +276,8 @@ def test_decode_event_reads_a_design_example_line() -> None:
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        ('{"type":"gas","chain":"ethereum","block":1,"ts":1}', "unknown_type"),
+        ('{"type":"funding","venue":"okx","ts":1}', "unknown_type"),
+        ('{"type":"gas","chain":"ethereum","block":1,"ts":1}', "invalid_fields"),
         ('{"venue":"okx"}', "unknown_type"),
         ('{"type":"book","venue":"okx","symbol":"BTC/USDT","ts":1,"bids":[[2,1]],"asks":[[1,1]]}', "invalid_fields"),
         ('{"type":"trade","venue":"okx","symbol":"BTC/USDT","ts":1,"price":1,"size":1}', "invalid_fields"),

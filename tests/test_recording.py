@@ -118,7 +118,7 @@ def test_bad_lines_are_skipped_and_counted_by_reason(tmp_path: Path, name: str) 
         orjson.dumps(crossed),
         b"[1, 2]",
         b"",
-        orjson.dumps({"type": "gas", "chain": "ethereum", "block": 1, "ts": 5}),
+        orjson.dumps({"type": "funding", "venue": "okx", "symbol": "BTC/USDT", "ts": 5}),
         encode(good[2]),
     ]
     data = b"\n".join(lines) + b"\n"

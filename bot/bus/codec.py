@@ -7,13 +7,18 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from bot.events import BookEvent, MarketEvent, TradeEvent
+from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent, TradeEvent
 from bot.messages import SIGNAL_SCHEMA_VERSION, Message, Signal
 
 _MESSAGE_TYPES: dict[str, tuple[type[BaseModel], frozenset[int]]] = {
     "signal": (Signal, frozenset({SIGNAL_SCHEMA_VERSION})),
 }
-_EVENT_TYPES: dict[str, type[BookEvent] | type[TradeEvent]] = {"book": BookEvent, "trade": TradeEvent}
+_EVENT_TYPES: dict[str, type[BookEvent] | type[TradeEvent] | type[GasEvent] | type[PoolEvent]] = {
+    "book": BookEvent,
+    "trade": TradeEvent,
+    "gas": GasEvent,
+    "pool": PoolEvent,
+}
 
 
 class DecodeError(ValueError):
