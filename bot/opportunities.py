@@ -33,7 +33,12 @@ def _signal(evaluation: Evaluation, score: Score, opportunity_id: str, status: s
             "size": evaluation.size,
             "gross_edge_bps": evaluation.gross_edge_bps,
             "net_edge_bps": evaluation.net_edge_bps,
-            "costs": Costs(fees=evaluation.fees),
+            "costs": Costs(
+                fees=evaluation.fees,
+                gas=evaluation.gas,
+                base_fee_gwei=evaluation.base_fee_gwei,
+                priority_fee_gwei=evaluation.priority_fee_gwei,
+            ),
             "score": score.score,
             "expected_lifetime_ms": score.expected_lifetime_ms,
             "expected_edge_bps": score.expected_edge_bps,

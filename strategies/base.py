@@ -28,7 +28,7 @@ class Evaluation(NamedTuple):
     """One venue pair evaluated in one direction after a market update (a NamedTuple: built per update).
 
     `size` is 0 when no size pays after costs; prices are then the touch (best ask, best bid).
-    `costs` hold fees and gas in quote units.
+    `fees` (taker and pool fees) and `gas` are in quote units; the gas fields say what gas was assumed.
     """
 
     kind: str
@@ -45,6 +45,10 @@ class Evaluation(NamedTuple):
     net_edge_bps: float
     fees: float
     tradeable: bool
+    gas: float = 0.0
+    """Gas of the on-chain legs, quote units (0 for CEX-only kinds)."""
+    base_fee_gwei: float | None = None
+    priority_fee_gwei: float | None = None
 
     @property
     def key(self) -> OpportunityKey:
