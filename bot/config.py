@@ -117,8 +117,49 @@ class CexCexConfig(_Strict):
     step_edge_bps: PositiveFloat = 1.0
 
 
+class CexDexConfig(_Strict):
+    min_net_edge_bps: float = Field(default=5.0, ge=-1_000.0, le=10_000.0)
+    max_notional: PositiveFloat = 50_000.0
+
+
 class StrategiesConfig(_Strict):
     cex_cex: CexCexConfig = CexCexConfig()
+    cex_dex: CexDexConfig | None = None
+
+
+class PoolEntry(_Strict):
+    dex: Name
+    address: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+    symbol: Symbol
+    fee_bps: Bps = 30.0
+
+
+class LocalPoolEntry(_Strict):
+    symbol: Symbol
+    base_liquidity: PositiveFloat = Field(description="base tokens seeded into the local pool")
+    fee_bps: Bps = 30.0
+
+
+class ChainConfig(_Strict):
+    """An EVM chain: a node's websocket (`ws_url`) or the local anvil chain (`local: true`)."""
+
+    name: Name = "ethereum"
+    ws_url: str | None = None
+    local: bool = False
+    stale_after_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 30_000
+    tip_floor_gwei: NonNegativeFloat = 0.01
+    gas_units_per_swap: Annotated[int, Field(ge=21_000, le=5_000_000)] = 110_000
+    gas_price_symbol: Symbol = "ETH/USDT"
+    pools: tuple[PoolEntry, ...] = ()
+    local_pools: tuple[LocalPoolEntry, ...] = ()
+
+    @model_validator(mode="after")
+    def _source(self) -> ChainConfig:
+        if self.local == (self.ws_url is not None):
+            raise ValueError("chain needs exactly one of ws_url (a node) or local: true (the local anvil chain)")
+        if self.local and self.pools:
+            raise ValueError("a local chain deploys its own pools: use local_pools, not pools")
+        return self
 
 
 class RuleScorerConfig(_Strict):
@@ -140,6 +181,7 @@ class RootConfig(_Strict):
     book_depth: Annotated[int, Field(ge=1, le=400)] = 20
     venues: Annotated[dict[Name, VenueConfig], Field(min_length=2)]
     feeds: FeedsConfig = FeedsConfig()
+    chain: ChainConfig | None = None
     simulator: SimulatorConfig | None = None
     strategies: StrategiesConfig = StrategiesConfig()
     scorer: ScorerConfig = ScorerConfig()
@@ -151,6 +193,8 @@ class RootConfig(_Strict):
             unknown = set(venue.symbols or ()) - known
             if unknown:
                 raise ValueError(f"venues.{name}.symbols names {sorted(unknown)}, not in symbols")
+        if self.strategies.cex_dex is not None and self.chain is None:
+            raise ValueError("strategies.cex_dex needs a chain section")
         simulated = [name for name, venue in self.venues.items() if venue.simulated]
         if simulated and self.simulator is None:
             raise ValueError(f"venues {simulated} are simulated but there is no simulator section")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.clock import Clock, SystemClock
 from bot.config import CexCexConfig
@@ -16,7 +17,7 @@ from bot.opportunities import OpportunityTracker
 from bot.queues import BoundedQueue
 from bot.rejections import RejectionCounter
 from bot.scoring.rule import RuleScorer
-from strategies.base import Evaluation, Strategy
+from strategies.base import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class SignalEngine:
 
     def __init__(
         self,
-        strategies: Sequence[Strategy],
+        strategies: Sequence[Any],
         scorer: RuleScorer,
         steps: CexCexConfig,
         sink: SignalSink,
@@ -52,9 +53,10 @@ class SignalEngine:
         clock: Clock | None = None,
         usable: Usable | None = None,
         health: FeedHealth | None = None,
+        chain_stale_after_ms: int | None = None,
     ) -> None:
         self.stats = EngineStats()
-        self.market = MarketState(rejections, usable, health)
+        self.market = MarketState(rejections, usable, health, chain_stale_after_ms)
         self._strategies = tuple(strategies)
         self._scorer = scorer
         self._tracker = OpportunityTracker(steps)
@@ -86,15 +88,28 @@ class SignalEngine:
             self.market.apply_trade(event)
             self.stats.trades += 1
         elif isinstance(event, GasEvent):
-            self.market.apply_gas(event)
+            self.market.as_of_ms = self._clock.now_ms()
+            if self.market.apply_gas(event):
+                self._run_strategies("on_gas", event)
         elif isinstance(event, PoolEvent):
-            self.market.apply_pool(event)
+            self.market.as_of_ms = self._clock.now_ms()
+            if self.market.apply_pool(event):
+                self._close_where(lambda key: key[1] == event.symbol and not self._legs_usable(key))
+                self._run_strategies("on_pool", event)
 
     def on_stream_state(self, venue: str, symbol: str, state: StreamState) -> None:
         """A feed stream changed state; close the opportunities that relied on it if it is no longer live."""
-        if state is not StreamState.LIVE:
-            self.market.as_of_ms = self._clock.now_ms()
-            self._close_where(lambda key: key[1] == symbol and venue in (key[2], key[3]))
+        if state is StreamState.LIVE:
+            return
+        self.market.as_of_ms = self._clock.now_ms()
+        if symbol == "gas":  # a chain's gas stream: every on-chain opportunity relied on it
+            self._close_where(lambda key: any(":" in leg for leg in key[2:]))
+        else:  # a book stream (venue, symbol) or a pool stream (chain, pool address)
+            self._close_where(
+                lambda key: (
+                    (key[1] == symbol and venue in key[2:]) or any(leg.endswith(":" + symbol) for leg in key[2:])
+                )
+            )
 
     async def stop(self) -> None:
         await self._queue.close()
@@ -105,21 +120,34 @@ class SignalEngine:
         if not self.market.apply(book):
             return
         self.stats.updates += 1
-        self._close_where(lambda key: key[1] == book.symbol and not self._books_usable(key))
+        self._close_where(lambda key: key[1] == book.symbol and not self._legs_usable(key))
+        self._run_strategies("on_book", book)
+
+    def _run_strategies(self, hook: str, event: MarketEvent) -> None:
         for strategy in self._strategies:
+            handler = getattr(strategy, hook, None)
+            if handler is None:
+                continue
             try:
-                evaluations = strategy.on_book(self.market, book)
+                evaluations = handler(self.market, event)
             except Exception:
                 # A faulty strategy costs its own evaluation of this event, never the daemon.
                 self.stats.strategy_errors += 1
-                log.exception("strategy %s failed on %s %s", strategy.kind, book.venue, book.symbol)
+                log.exception("strategy %s failed in %s", strategy.kind, hook)
                 continue
             for evaluation in evaluations:
-                self._observe(evaluation)
+                # On-chain strategies wrap their Evaluation with what they assumed about gas.
+                self._observe(getattr(evaluation, "evaluation", evaluation))
 
-    def _books_usable(self, key: tuple[str, str, str, str]) -> bool:
+    def _legs_usable(self, key: tuple[str, str, str, str]) -> bool:
         _, symbol, buy_venue, sell_venue = key
-        return self.market.book(buy_venue, symbol) is not None and self.market.book(sell_venue, symbol) is not None
+        return all(self._leg_usable(leg, symbol) for leg in (buy_venue, sell_venue))
+
+    def _leg_usable(self, leg: str, symbol: str) -> bool:
+        if ":" not in leg:
+            return self.market.book(leg, symbol) is not None
+        address = leg.split(":", 1)[1]  # "{dex}:{pool address}"
+        return any(pool.pool == address for pool in self.market.pools_for(symbol))
 
     def _close_where(self, predicate: Callable[[tuple[str, str, str, str]], bool]) -> None:
         for key in self._tracker.open_keys():
@@ -140,7 +168,7 @@ class SignalEngine:
             return
         if signal.status == "open":
             self.stats.opportunities += 1
-        if signal.status != "closed" and not self._books_usable(evaluation.key):
+        if signal.status != "closed" and not self._legs_usable(evaluation.key):
             # Never expected: strategies only see usable books. Counted so a summary can prove it.
             self.stats.signals_from_stale_books += 1
         self._emit(signal)

@@ -34,9 +34,14 @@ class MarketState:
     """Holds the latest book per venue and symbol; rejects books older than the one it holds."""
 
     def __init__(
-        self, rejections: RejectionCounter, usable: Usable | None = None, health: FeedHealth | None = None
+        self,
+        rejections: RejectionCounter,
+        usable: Usable | None = None,
+        health: FeedHealth | None = None,
+        chain_stale_after_ms: int | None = None,
     ) -> None:
         self._health = health
+        self._chain_stale_after_ms = chain_stale_after_ms
         self._books: dict[tuple[str, str], BookEvent] = {}
         self._last_trades: dict[tuple[str, str], TradeEvent] = {}
         self._gas: dict[str, GasEvent] = {}
@@ -84,10 +89,25 @@ class MarketState:
         return True
 
     def gas(self, chain: str) -> GasEvent | None:
-        return self._gas.get(chain)
+        """The chain's latest gas if it is fresh, else None (never a guess)."""
+        gas = self._gas.get(chain)
+        return gas if gas is not None and self._chain_fresh(gas, gas.chain, "gas") else None
+
+    def pool(self, chain: str, address: str) -> PoolEvent | None:
+        pool = self._pools.get((chain, address))
+        return pool if pool is not None and self._chain_fresh(pool, chain, address) else None
 
     def pools_for(self, symbol: str) -> list[PoolEvent]:
-        return [pool for pool in self._pools.values() if pool.symbol == symbol]
+        """Fresh pools of a canonical pair."""
+        return [p for p in self._pools.values() if p.symbol == symbol and self._chain_fresh(p, p.chain, p.pool)]
+
+    def _chain_fresh(self, event: GasEvent | PoolEvent, chain: str, stream: str) -> bool:
+        if self._health is not None and chain in self._health.venues and not self._health.is_live(chain, stream):
+            return False
+        if self._chain_stale_after_ms is None:
+            return True
+        received = event.recv_ts if event.recv_ts is not None else event.ts
+        return self.as_of_ms - received <= self._chain_stale_after_ms
 
     def book(self, venue: str, symbol: str) -> BookEvent | None:
         """The venue's latest book of `symbol` if it is usable now, else None."""

@@ -23,6 +23,7 @@ from bot.messages import Signal
 from bot.rejections import RejectionCounter
 from bot.scoring.rule import RuleScorer
 from strategies.cex_cex import CexCexStrategy
+from strategies.cex_dex import CexDexStrategy
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,22 @@ def build_engine(
     """The signals pipeline of a config (live with `health`, or on a replay clock without it)."""
     fees = {name: venue.taker_fee_bps for name, venue in config.venues.items()}
     stale_after = {name: venue.stale_after_ms for name, venue in config.venues.items()}
+    strategies: list[Any] = [CexCexStrategy(config.strategies.cex_cex, fees)]
+    chain = config.chain
+    if chain is not None and config.strategies.cex_dex is not None:
+        strategies.append(
+            CexDexStrategy(
+                config.strategies.cex_dex.min_net_edge_bps,
+                config.strategies.cex_dex.max_notional,
+                fees,
+                chain.gas_units_per_swap,
+                chain.name,
+                chain.gas_price_symbol,
+                symbols=config.symbols,
+            )
+        )
     engine = SignalEngine(
-        [CexCexStrategy(config.strategies.cex_cex, fees)],
+        strategies,
         RuleScorer(config.scorer.rule),
         config.strategies.cex_cex,
         sink,
@@ -49,6 +64,7 @@ def build_engine(
         clock=clock,
         usable=Freshness(stale_after, health),
         health=health,
+        chain_stale_after_ms=chain.stale_after_ms if chain is not None else None,
     )
     if health is not None:
         health.add_listener(engine.on_stream_state)
