@@ -199,6 +199,33 @@ import_app = typer.Typer(no_args_is_help=True, help="Turn real data files into r
 app.add_typer(import_app, name="import")
 
 
+@import_app.command("uniswap-v3")
+def import_uniswap_v3_command(
+    data_dir: Annotated[
+        Path, typer.Argument(help="folder with the Uniswap V3 tick files (shared/data/real/uniswap_v3)")
+    ],
+    out: Annotated[Path, typer.Option(help="recording to write (.jsonl.gz)")],
+    base_fee_gwei: Annotated[float, typer.Option(help="assumed base fee: the files carry no gas series")] = 20.0,
+    priority_fee_gwei: Annotated[float, typer.Option(help="assumed tip")] = 1.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the import report as JSON here")] = None,
+) -> None:
+    """Import the two Uniswap V3 USDC/WETH pools as `pool` events (virtual reserves) plus an assumed gas series."""
+    from bot.importers.uniswap_v3 import GasAssumption, import_uniswap_v3
+    from bot.recording import RecordingError
+
+    _setup_logging(False)
+    try:
+        report = import_uniswap_v3(data_dir, out, GasAssumption(base_fee_gwei, priority_fee_gwei))
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    print(
+        f"wrote {report.pool_events} pool and {report.gas_events} gas events to {out} (gas assumed: "
+        f"{base_fee_gwei} + {priority_fee_gwei} gwei)"
+    )
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+
+
 @import_app.command("binance-raw")
 def import_binance_raw_command(
     files: Annotated[list[Path], typer.Argument(help="raw Binance files (spot_*.gz, usdm_*.gz)")],

@@ -122,9 +122,16 @@ class CexDexConfig(_Strict):
     max_notional: PositiveFloat = 50_000.0
 
 
+class DexDexSettings(_Strict):
+    min_net_edge_bps: float = Field(default=1.0, ge=-1_000.0, le=10_000.0)
+    max_notional: PositiveFloat = 50_000.0
+    gas_units_per_swap: Annotated[int, Field(ge=21_000, le=5_000_000)] = 120_000
+
+
 class StrategiesConfig(_Strict):
     cex_cex: CexCexConfig = CexCexConfig()
     cex_dex: CexDexConfig | None = None
+    dex_dex: DexDexSettings | None = None
 
 
 class PoolEntry(_Strict):
@@ -141,7 +148,7 @@ class LocalPoolEntry(_Strict):
 
 
 class ChainConfig(_Strict):
-    """An EVM chain: a node's websocket (`ws_url`) or the local anvil chain (`local: true`)."""
+    """An EVM chain: a node's websocket (`ws_url`), the local anvil chain (`local: true`), or neither (replay)."""
 
     name: Name = "ethereum"
     ws_url: str | None = None
@@ -155,8 +162,8 @@ class ChainConfig(_Strict):
 
     @model_validator(mode="after")
     def _source(self) -> ChainConfig:
-        if self.local == (self.ws_url is not None):
-            raise ValueError("chain needs exactly one of ws_url (a node) or local: true (the local anvil chain)")
+        if self.local and self.ws_url is not None:
+            raise ValueError("chain takes ws_url (a node) or local: true (the local anvil chain), not both")
         if self.local and self.pools:
             raise ValueError("a local chain deploys its own pools: use local_pools, not pools")
         return self
@@ -179,7 +186,7 @@ class RootConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     symbols: Annotated[tuple[Symbol, ...], Field(min_length=1)]
     book_depth: Annotated[int, Field(ge=1, le=400)] = 20
-    venues: Annotated[dict[Name, VenueConfig], Field(min_length=2)]
+    venues: dict[Name, VenueConfig] = Field(default_factory=dict)
     feeds: FeedsConfig = FeedsConfig()
     chain: ChainConfig | None = None
     simulator: SimulatorConfig | None = None
@@ -193,8 +200,11 @@ class RootConfig(_Strict):
             unknown = set(venue.symbols or ()) - known
             if unknown:
                 raise ValueError(f"venues.{name}.symbols names {sorted(unknown)}, not in symbols")
-        if self.strategies.cex_dex is not None and self.chain is None:
-            raise ValueError("strategies.cex_dex needs a chain section")
+        if len(self.venues) < 2 and self.chain is None:
+            raise ValueError("venues: at least 2 venues are needed (or a chain section for on-chain strategies)")
+        for name in ("cex_dex", "dex_dex"):
+            if getattr(self.strategies, name) is not None and self.chain is None:
+                raise ValueError(f"strategies.{name} needs a chain section")
         simulated = [name for name, venue in self.venues.items() if venue.simulated]
         if simulated and self.simulator is None:
             raise ValueError(f"venues {simulated} are simulated but there is no simulator section")

@@ -24,6 +24,7 @@ from bot.rejections import RejectionCounter
 from bot.scoring.rule import RuleScorer
 from strategies.cex_cex import CexCexStrategy
 from strategies.cex_dex import CexDexStrategy
+from strategies.dex_dex import DexDexConfig, DexDexStrategy
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ def build_engine(
                 chain.name,
                 chain.gas_price_symbol,
                 symbols=config.symbols,
+            )
+        )
+    if chain is not None and config.strategies.dex_dex is not None:
+        settings = config.strategies.dex_dex
+        strategies.append(
+            DexDexStrategy(
+                DexDexConfig(
+                    settings.min_net_edge_bps, settings.max_notional, settings.gas_units_per_swap, chain=chain.name
+                )
             )
         )
     engine = SignalEngine(
