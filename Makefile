@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lock clean
+CHAIN_STAMP := chain/node_modules/.installed
+
+.PHONY: venv chain-deps demo test lock clean
 
 venv: $(STAMP)
 
@@ -21,20 +23,29 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]' -c constraints.txt
 	touch $@
 
-demo: venv
+# The local chain's npm packages (anvil, Uniswap V2), pinned by chain/package-lock.json. Install
+# scripts stay off: the anvil binary arrives in its platform package, nothing is downloaded besides.
+chain-deps: $(CHAIN_STAMP)
+
+$(CHAIN_STAMP): chain/package.json chain/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is not on PATH: install Node.js 20+ and npm (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix chain --no-audit --no-fund --ignore-scripts
+	touch $@
+
+demo: venv chain-deps
 	$(BIN)/arbbot demo $(ARGS)
 
-test: venv
+test: venv chain-deps
 	$(BIN)/ruff check bot strategies tests
 	$(BIN)/mypy
 	$(BIN)/pytest -W error $(PYTEST_ARGS)
 
 lock: | $(BIN)/python
-	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt.freeze
+	$(BIN)/python -m pip freeze --all --exclude-editable > constraints.txt.freeze
 	{ \
 	  echo '# Exact versions CI installs: pip install -c constraints.txt'; \
 	  echo '# Generated from .venv; refresh with `make lock` after changing dependencies.'; \
-	  grep -v '^arbbot' constraints.txt.freeze; \
+	  grep -v -E '^(arbbot|pip|setuptools)==' constraints.txt.freeze; \
 	} > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -f constraints.txt.freeze

@@ -21,7 +21,8 @@ from rich.table import Table
 from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.config import RootConfig
-from bot.signals_role import SignalsRole
+from bot.feeds.chain import PoolConfig
+from bot.signals_role import ChainEndpoint, SignalsRole
 from bot.venues.base import Fault
 from bot.venues.faults import FaultSchedule
 from bot.venues.local import LocalVenues
@@ -33,6 +34,8 @@ class DemoSummary:
 
     updates: int = 0
     trades: int = 0
+    gas_events: int = 0
+    pool_events: int = 0
     opportunities: int = 0
     signals: int = 0
     published: int = 0
@@ -58,6 +61,8 @@ def _summarise(role: SignalsRole, venues: LocalVenues | None, summary: DemoSumma
     stats = role.engine.stats
     summary.updates = stats.updates
     summary.trades = stats.trades
+    summary.gas_events = stats.gas_events
+    summary.pool_events = stats.pool_events
     summary.opportunities = stats.opportunities
     summary.signals = stats.signals
     summary.signals_from_stale_books = stats.signals_from_stale_books
@@ -115,9 +120,20 @@ class _LiveTable:
         stats = role.engine.stats
         table.caption = (
             f"opportunities {stats.opportunities} (open {role.engine.open_opportunities}) · signals {stats.signals} · "
-            f"published {role.publisher.stats.published} · rejected {role.rejections.total}"
+            f"published {role.publisher.stats.published} · rejected {role.rejections.total}{_chain_line(role)}"
         )
         return table
+
+
+def _chain_line(role: SignalsRole) -> str:
+    chain = role.config.chain
+    if chain is None:
+        return ""
+    gas = role.engine.market.latest_gas(chain.name)
+    pools = " ".join(f"{p.symbol} {p.price:,.2f}" for p in role.engine.market.latest_pools())
+    if gas is None:
+        return f" | {chain.name}: waiting for blocks"
+    return f" | {chain.name} block {gas.block} base fee {gas.base_fee_gwei:.3f} gwei | pool {pools}"
 
 
 def _status_line(elapsed: float, role: SignalsRole) -> str:
@@ -126,7 +142,7 @@ def _status_line(elapsed: float, role: SignalsRole) -> str:
     return (
         f"[{elapsed:5.1f}s] updates {stats.updates:>7} | opportunities {stats.opportunities:>4} "
         f"(open {role.engine.open_opportunities:>2}) | signals {stats.signals:>5} | rejected {role.rejections.total}"
-        f" | {states}"
+        f" | {states}{_chain_line(role)}"
     )
 
 
@@ -139,6 +155,37 @@ async def _resolve_redis(url: str, console: Console, start_private: bool) -> tup
     local = await LocalRedis.start()
     console.print(f"Started redis-server at {local.url} (stopped when the demo exits).")
     return local.url, local
+
+
+@dataclass(slots=True)
+class _LocalChainHandle:
+    chain: Any
+    endpoint: ChainEndpoint
+
+
+async def _start_local_chain(config: RootConfig, venues: LocalVenues | None, console: Console) -> _LocalChainHandle:
+    """Start anvil with a Uniswap V2 pool per `chain.local_pools` entry, seeded at the simulator's price."""
+    from bot.chain.local import LocalChain, PoolSpec
+
+    assert config.chain is not None
+    simulator = venues.simulator if venues is not None else None
+
+    def reference(symbol: str) -> float | None:
+        return simulator.fair_price(symbol) if simulator is not None and symbol in simulator.symbols else None
+
+    specs = []
+    for entry in config.chain.local_pools:
+        price = reference(entry.symbol)
+        if price is None:
+            raise ValueError(f"chain.local_pools: {entry.symbol} has no simulated price to seed the pool at")
+        specs.append(PoolSpec(entry.symbol, price=price, base_liquidity=entry.base_liquidity))
+    chain = LocalChain(specs, reference=reference)
+    await chain.start()
+    pools = tuple(PoolConfig(p.dex, str(p.address).lower(), p.symbol, float(p.fee_bps)) for p in chain.pools)
+    console.print(
+        f"Local chain (anvil) at {chain.ws_url}: pools {', '.join(f'{p.symbol} {p.address}' for p in chain.pools)}"
+    )
+    return _LocalChainHandle(chain, ChainEndpoint(chain.ws_url, pools, chain.token_aliases))
 
 
 def _describe_venues(config: RootConfig) -> str:
@@ -190,6 +237,8 @@ async def run_demo(
     client = aioredis.from_url(url)
     venues = LocalVenues(config) if any(v.simulated for v in config.venues.values()) else None
     role: SignalsRole | None = None
+    local_chain: _LocalChainHandle | None = None
+    chain: ChainEndpoint | None = None
     schedule_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -200,7 +249,12 @@ async def run_demo(
         if venues is not None:
             await venues.start()
             servers = venues.servers
-        role = SignalsRole(config, client, {name: venues.endpoint(name) for name in servers} if venues else None)
+        if config.chain is not None and config.chain.local:
+            local_chain = await _start_local_chain(config, venues, console)
+            chain = local_chain.endpoint
+        role = SignalsRole(
+            config, client, {name: venues.endpoint(name) for name in servers} if venues else None, chain=chain
+        )
         await role.start()
         console.print(
             f"arbbot: venues {_describe_venues(config)}; symbols {', '.join(config.symbols)}; "
@@ -222,6 +276,8 @@ async def run_demo(
         if role is not None:
             await role.stop()
             _summarise(role, venues, summary)
+        if local_chain is not None:
+            await local_chain.chain.stop()
         if venues is not None:
             await venues.stop()
         await client.aclose()

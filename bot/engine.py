@@ -30,6 +30,8 @@ class EngineStats:
 
     updates: int = 0
     trades: int = 0
+    gas_events: int = 0
+    pool_events: int = 0
     opportunities: int = 0
     signals: int = 0
     strategy_errors: int = 0
@@ -89,10 +91,12 @@ class SignalEngine:
             self.stats.trades += 1
         elif isinstance(event, GasEvent):
             self.market.as_of_ms = self._clock.now_ms()
+            self.stats.gas_events += 1
             if self.market.apply_gas(event):
                 self._run_strategies("on_gas", event)
         elif isinstance(event, PoolEvent):
             self.market.as_of_ms = self._clock.now_ms()
+            self.stats.pool_events += 1
             if self.market.apply_pool(event):
                 self._close_where(lambda key: key[1] == event.symbol and not self._legs_usable(key))
                 self._run_strategies("on_pool", event)

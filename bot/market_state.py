@@ -88,6 +88,14 @@ class MarketState:
         self._pools[key] = pool
         return True
 
+    def latest_gas(self, chain: str) -> GasEvent | None:
+        """The chain's latest gas, fresh or not (for display)."""
+        return self._gas.get(chain)
+
+    def latest_pools(self) -> list[PoolEvent]:
+        """Every pool's latest state, fresh or not (for display)."""
+        return list(self._pools.values())
+
     def gas(self, chain: str) -> GasEvent | None:
         """The chain's latest gas if it is fresh, else None (never a guess)."""
         gas = self._gas.get(chain)

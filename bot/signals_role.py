@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from bot.engine import SignalEngine
 from bot.events import MarketEvent
 from bot.feeds.ccxt_adapter import CcxtProClient
 from bot.feeds.cex import Backoff, CexVenueFeed, FeedTimings
+from bot.feeds.chain import ChainFeed, PoolConfig
 from bot.feeds.health import FeedHealth
 from bot.market_state import Freshness
 from bot.messages import Signal
@@ -117,8 +119,26 @@ def build_feeds(
     return feeds
 
 
+@dataclass(frozen=True, slots=True)
+class ChainEndpoint:
+    """Where the chain feed connects and which pools it follows."""
+
+    ws_url: str
+    pools: tuple[PoolConfig, ...]
+    token_aliases: Mapping[str, str]
+
+
+def chain_endpoint(config: RootConfig) -> ChainEndpoint | None:
+    """The configured node and pools (a local chain gives its own endpoint instead)."""
+    chain = config.chain
+    if chain is None or chain.ws_url is None:
+        return None
+    pools = tuple(PoolConfig(p.dex, p.address.lower(), p.symbol, p.fee_bps) for p in chain.pools)
+    return ChainEndpoint(chain.ws_url, pools, {})
+
+
 class SignalsRole:
-    """Wire feeds → engine → publisher for every venue of the config."""
+    """Wire feeds → engine → publisher for every venue of the config (and the chain, when it has one)."""
 
     def __init__(
         self,
@@ -127,6 +147,7 @@ class SignalsRole:
         endpoints: Mapping[str, Endpoint] | None = None,
         clock: Clock | None = None,
         on_signal: Callable[[Signal], object] | None = None,
+        chain: ChainEndpoint | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -142,6 +163,20 @@ class SignalsRole:
         self._on_signal = on_signal
         self.engine = build_engine(config, self._publish, self.rejections, self.clock, self.health)
         self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)
+        self.chain_feed: ChainFeed | None = None
+        chain = chain or chain_endpoint(config)
+        if config.chain is not None and chain is not None:
+            self.chain_feed = ChainFeed(
+                config.chain.name,
+                chain.ws_url,
+                chain.pools,
+                self.engine.submit,
+                self.health,
+                self.rejections,
+                self.clock,
+                tip_floor_gwei=config.chain.tip_floor_gwei,
+                token_aliases=chain.token_aliases,
+            )
         self._engine_task: asyncio.Task[None] | None = None
 
     def _publish(self, signal: Signal) -> None:
@@ -155,10 +190,14 @@ class SignalsRole:
         self._engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name="engine")
         for feed in self.feeds:
             feed.start()
+        if self.chain_feed is not None:
+            self.chain_feed.start()
 
     async def stop(self) -> None:
         """Close feeds, drain the engine, close open opportunities and flush the publisher."""
         await asyncio.gather(*(feed.close() for feed in self.feeds))
+        if self.chain_feed is not None:
+            await self.chain_feed.close()
         if self._engine_task is not None:
             await self.engine.stop()
             await self._engine_task

@@ -140,6 +140,10 @@ class MarketSimulator:
             for s in venue_syms
         }
 
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._fair)
+
     def fair_price(self, symbol: str) -> float:
         return self._fair[symbol].lagged(0)
 
