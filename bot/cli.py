@@ -126,8 +126,8 @@ def record(
     cfg = _load(config)
     summary = asyncio.run(run_record(cfg, duration, out))
     print(
-        f"recorded {summary.books} books and {summary.trades} trades to {out} "
-        f"({summary.rejected} rejected, {summary.reconnects} reconnects)"
+        f"recorded {summary.books} books, {summary.trades} trades and {summary.chain_events} gas/pool events "
+        f"to {out} ({summary.rejected} rejected, {summary.reconnects} reconnects)"
     )
 
 
@@ -171,6 +171,41 @@ async def _replay(cfg: RootConfig, files: list[Path], speed: float | None) -> An
     finally:
         await publisher.close(timeout_s=30.0)
         await client.aclose()
+
+
+chain_app = typer.Typer(no_args_is_help=True, help="The local EVM chain (anvil with the real Uniswap V2 contracts).")
+app.add_typer(chain_app, name="chain")
+
+
+@chain_app.command("up")
+def chain_up_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="config whose chain.local_pools to deploy")] = (
+        DEMO_CONFIG_PATH
+    ),
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")] = None,
+) -> None:
+    """Start anvil on loopback, deploy and seed the pools at the simulator's prices, keep it busy until Ctrl-C."""
+    from bot.chain.anvil import ChainSetupError
+    from bot.chain.local import PoolSpec, chain_up
+
+    _positive(duration, "--duration")
+    cfg = _load(config)
+    if cfg.chain is None or not cfg.chain.local_pools:
+        raise _fail(f"{config}: no chain.local_pools to deploy")
+    prices = cfg.simulator.symbols if cfg.simulator is not None else {}
+    specs = []
+    for entry in cfg.chain.local_pools:
+        if entry.symbol not in prices:
+            raise _fail(f"{config}: chain.local_pools {entry.symbol} has no simulator price to seed it at")
+        specs.append(
+            PoolSpec(entry.symbol, price=prices[entry.symbol].start_price, base_liquidity=entry.base_liquidity)
+        )
+    try:
+        asyncio.run(chain_up(specs, duration_s=duration))
+    except ChainSetupError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 bench_app = typer.Typer(

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
+from bot.chain.configured import ConfiguredChain, start_local_chain
 from bot.config import RootConfig
-from bot.feeds.chain import PoolConfig
 from bot.signals_role import ChainEndpoint, SignalsRole
 from bot.venues.base import Fault
 from bot.venues.faults import FaultSchedule
@@ -38,6 +38,7 @@ class DemoSummary:
     pool_events: int = 0
     opportunities: int = 0
     signals: int = 0
+    signals_by_kind: dict[str, int] = field(default_factory=dict)
     published: int = 0
     dropped: int = 0
     reconnects: int = 0
@@ -65,6 +66,7 @@ def _summarise(role: SignalsRole, venues: LocalVenues | None, summary: DemoSumma
     summary.pool_events = stats.pool_events
     summary.opportunities = stats.opportunities
     summary.signals = stats.signals
+    summary.signals_by_kind = dict(stats.signals_by_kind)
     summary.signals_from_stale_books = stats.signals_from_stale_books
     summary.published = role.publisher.stats.published
     summary.dropped = role.publisher.dropped + role.engine.dropped_updates
@@ -157,37 +159,6 @@ async def _resolve_redis(url: str, console: Console, start_private: bool) -> tup
     return local.url, local
 
 
-@dataclass(slots=True)
-class _LocalChainHandle:
-    chain: Any
-    endpoint: ChainEndpoint
-
-
-async def _start_local_chain(config: RootConfig, venues: LocalVenues | None, console: Console) -> _LocalChainHandle:
-    """Start anvil with a Uniswap V2 pool per `chain.local_pools` entry, seeded at the simulator's price."""
-    from bot.chain.local import LocalChain, PoolSpec
-
-    assert config.chain is not None
-    simulator = venues.simulator if venues is not None else None
-
-    def reference(symbol: str) -> float | None:
-        return simulator.fair_price(symbol) if simulator is not None and symbol in simulator.symbols else None
-
-    specs = []
-    for entry in config.chain.local_pools:
-        price = reference(entry.symbol)
-        if price is None:
-            raise ValueError(f"chain.local_pools: {entry.symbol} has no simulated price to seed the pool at")
-        specs.append(PoolSpec(entry.symbol, price=price, base_liquidity=entry.base_liquidity))
-    chain = LocalChain(specs, reference=reference)
-    await chain.start()
-    pools = tuple(PoolConfig(p.dex, str(p.address).lower(), p.symbol, float(p.fee_bps)) for p in chain.pools)
-    console.print(
-        f"Local chain (anvil) at {chain.ws_url}: pools {', '.join(f'{p.symbol} {p.address}' for p in chain.pools)}"
-    )
-    return _LocalChainHandle(chain, ChainEndpoint(chain.ws_url, pools, chain.token_aliases))
-
-
 def _describe_venues(config: RootConfig) -> str:
     described = []
     for name, venue in config.venues.items():
@@ -237,7 +208,7 @@ async def run_demo(
     client = aioredis.from_url(url)
     venues = LocalVenues(config) if any(v.simulated for v in config.venues.values()) else None
     role: SignalsRole | None = None
-    local_chain: _LocalChainHandle | None = None
+    local_chain: ConfiguredChain | None = None
     chain: ChainEndpoint | None = None
     schedule_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -250,7 +221,8 @@ async def run_demo(
             await venues.start()
             servers = venues.servers
         if config.chain is not None and config.chain.local:
-            local_chain = await _start_local_chain(config, venues, console)
+            local_chain = await start_local_chain(config, venues.simulator if venues else None)
+            console.print(local_chain.description)
             chain = local_chain.endpoint
         role = SignalsRole(
             config, client, {name: venues.endpoint(name) for name in servers} if venues else None, chain=chain

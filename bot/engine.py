@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.clock import Clock, SystemClock
@@ -34,6 +35,7 @@ class EngineStats:
     pool_events: int = 0
     opportunities: int = 0
     signals: int = 0
+    signals_by_kind: Counter[str] = field(default_factory=Counter)
     strategy_errors: int = 0
     signals_from_stale_books: int = 0
 
@@ -179,4 +181,5 @@ class SignalEngine:
 
     def _emit(self, signal: Signal) -> None:
         self.stats.signals += 1
+        self.stats.signals_by_kind[signal.kind] += 1
         self._sink(signal)

@@ -1,4 +1,4 @@
-"""`arbbot record` on the local simulated venues writes a valid recording that replays."""
+"""`arbbot record` on the local simulated venues and chain writes a valid recording that replays."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bot.events import BookEvent, TradeEvent
+from bot.events import BookEvent, GasEvent, PoolEvent, TradeEvent
 from bot.recording import read_events
 from bot.rejections import RejectionCounter
 
@@ -16,7 +16,7 @@ def test_record_writes_books_and_trades_of_every_venue(subprocess_env: dict[str,
     out = tmp_path / "demo.jsonl.gz"
     config = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "record", "-c", str(config), "--duration", "4", "--out", str(out)],
+        [sys.executable, "-m", "bot", "record", "-c", str(config), "--duration", "8", "--out", str(out)],
         env=subprocess_env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -29,6 +29,11 @@ def test_record_writes_books_and_trades_of_every_venue(subprocess_env: dict[str,
     assert min(books.values()) > 20
     assert set(trades) == {"alpha", "beta", "gamma"}
     assert all(e.recv_ts is not None for e in events)
+    gas = [e for e in events if isinstance(e, GasEvent)]
+    pools = [e for e in events if isinstance(e, PoolEvent)]
+    assert len({g.base_fee_gwei for g in gas}) >= 3  # the local chain's EIP-1559 base fee moves block by block
+    assert len({p.reserve_base for p in pools}) >= 2  # noise swaps move the pool
+    assert all(p.symbol == "ETH/USDT" for p in pools)
     assert all(len(e.bids) <= 20 and len(e.asks) <= 20 for e in events if isinstance(e, BookEvent))
     replayed = subprocess.run(
         [sys.executable, "-m", "bot", "replay", str(out), "-c", str(config)],

@@ -218,7 +218,8 @@ async def deploy_pool(
     """Deploy the tokens (unless given), a factory (unless given) and a pair; seed it at `price` (quote per base).
 
     Seeding mints `base_liquidity` base and `base_liquidity * price` quote to the deployer, transfers them
-    to the pair and calls `mint`, so `getReserves()` holds exactly those raw amounts.
+    to the pair and calls `mint`, so `getReserves()` holds exactly those raw amounts. Tokens and a factory
+    passed in (to share them between pools) must come from the same `deployer`, who mints.
     """
     if fee_bps != V2_FEE_BPS:
         raise ValueError(f"Uniswap V2 pairs charge {V2_FEE_BPS} bps, fixed in their bytecode; got fee_bps={fee_bps}")
