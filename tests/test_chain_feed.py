@@ -14,7 +14,7 @@ from bot.chain.activity import burn_gas
 from bot.chain.local import LocalChain, PoolSpec
 from bot.events import GasEvent, MarketEvent, PoolEvent
 from bot.feeds.cex import Backoff
-from bot.feeds.chain import ChainFeed, PoolConfig
+from bot.feeds.chain import ChainFeed, PoolConfig, PoolMeta
 from bot.feeds.health import FeedHealth
 from bot.rejections import RejectionCounter
 
@@ -159,3 +159,23 @@ async def test_after_the_socket_is_cut_the_feed_resubscribes_and_rereads_reserve
     finally:
         await feed.close()
         await proxy.stop()
+
+
+def _sync_log(address: str, block: int, index: int, raw0: int, raw1: int, removed: bool = False) -> dict[str, object]:
+    data = raw0.to_bytes(32, "big") + raw1.to_bytes(32, "big")
+    return {"address": address, "blockNumber": block, "logIndex": index, "data": data, "removed": removed}
+
+
+def test_a_removed_log_undoes_its_update() -> None:
+    """A reorg: the node re-sends a mined Sync log with `removed: true`; the pool goes back to the state before it."""
+    address = "0x" + "cd" * 20
+    events: list[MarketEvent] = []
+    feed = ChainFeed("local", "ws://127.0.0.1:1", [], events.append, FeedHealth(), RejectionCounter())
+    pool = PoolConfig("uniswap_v2", address, "ETH/USDT", 30.0)
+    feed._meta[address] = PoolMeta(pool, base_is_token0=True, base_decimals=18, quote_decimals=6)
+    feed._on_log(_sync_log(address, 10, 0, 100 * 10**18, 340_000 * 10**6))
+    feed._on_log(_sync_log(address, 11, 3, 99 * 10**18, 343_500 * 10**6))
+    feed._on_log(_sync_log(address, 11, 3, 99 * 10**18, 343_500 * 10**6, removed=True))
+    feed._on_log(_sync_log(address, 12, 0, 101 * 10**18, 336_700 * 10**6))  # the new chain's next update
+    states = [(e.reserve_base, e.reserve_quote) for e in _pools(events)]
+    assert states == [(100.0, 340_000.0), (99.0, 343_500.0), (100.0, 340_000.0), (101.0, 336_700.0)]
