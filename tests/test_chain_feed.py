@@ -80,7 +80,7 @@ def _pools(events: list[MarketEvent]) -> list[PoolEvent]:
 
 async def _reserves(chain: LocalChain) -> tuple[float, float]:
     deployed = chain.pools[0].deployed
-    raw_base, raw_quote = deployed.base_quote(*await deployed.reserves(chain.w3))
+    raw_base, raw_quote = await deployed.reserves(chain.w3)  # already (base, quote)
     return raw_base / 10**deployed.base.decimals, raw_quote / 10**deployed.quote.decimals
 
 
