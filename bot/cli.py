@@ -132,6 +132,34 @@ def record(
 
 
 @app.command()
+def simulate(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="config with simulated venues (and chain.local_pools)")
+    ],
+    duration: Annotated[float, typer.Option(help="simulated seconds")],
+    out: Annotated[Path, typer.Option(help="recording to write (.jsonl or .jsonl.gz)")],
+    chain_block_time: Annotated[float | None, typer.Option(help="simulated block time, s (default 12)")] = None,
+) -> None:
+    """Write a recording straight from the market (and chain) simulator: no servers, no network, reproducible."""
+    from bot.recording import RecordingError
+    from bot.simulate import SimulateError
+    from bot.simulate import simulate as run_simulation
+
+    _positive(duration, "--duration")
+    cfg = _load(config)
+    try:
+        summary = run_simulation(cfg, duration, out, chain_block_time_s=chain_block_time)
+    except SimulateError as exc:
+        raise _fail(f"{config}: {exc}") from None
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    print(
+        f"simulated {duration:g} s: {summary.books} books, {summary.trades} trades, {summary.gas} gas and "
+        f"{summary.pools} pool events to {out}"
+    )
+
+
+@app.command()
 def replay(
     files: Annotated[list[Path], typer.Argument(help="recordings (.jsonl or .jsonl.gz), merged by receive time")],
     config: Annotated[Path, typer.Option("--config", "-c", help="config with the recorded venues")] = DEMO_CONFIG_PATH,

@@ -36,7 +36,8 @@ def time_key(event: MarketEvent) -> int:
 def _open_for_writing(path: Path) -> gzip.GzipFile | io.BufferedWriter:
     try:
         if is_gzip_path(path):
-            return gzip.open(path, "wb", compresslevel=_GZIP_LEVEL)
+            # mtime=0: the same events give the same bytes (reproducible simulations and imports).
+            return gzip.GzipFile(path, "wb", compresslevel=_GZIP_LEVEL, mtime=0)
         return open(path, "wb")
     except OSError as exc:
         raise RecordingError(f"{path}: cannot create recording ({exc.strerror or exc})") from None

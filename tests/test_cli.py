@@ -50,3 +50,31 @@ def test_subscribe_to_a_dead_redis_says_what_to_do(subprocess_env: dict[str, str
     assert "cannot reach Redis" in result.stderr
     assert "ARBBOT_REDIS_URL" in result.stderr
     assert "s3cretpw" not in result.stderr + result.stdout
+
+
+def test_simulate_writes_a_reproducible_recording(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    from bot.recording import read_events
+    from bot.rejections import RejectionCounter
+
+    config = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    out = tmp_path / "sim.jsonl.gz"
+    args = ["simulate", "-c", str(config), "--duration", "30", "--out", str(out), "--chain-block-time", "2"]
+    first = _arbbot(*args, env=subprocess_env)
+    assert first.returncode == 0, first.stderr
+    content = out.read_bytes()
+    assert _arbbot(*args, env=subprocess_env).returncode == 0
+    assert out.read_bytes() == content
+    rejections = RejectionCounter()
+    types = {event.type for event in read_events(out, rejections)}
+    assert types == {"book", "trade", "gas", "pool"}
+    assert rejections.total == 0
+
+
+def test_simulate_without_a_simulator_says_so(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+    result = _arbbot(
+        "simulate", "-c", str(config), "--duration", "5", "--out", str(tmp_path / "x.jsonl"), env=subprocess_env
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(config) in result.stderr
