@@ -236,6 +236,42 @@ def chain_up_command(
         raise typer.Exit(0) from None
 
 
+model_app = typer.Typer(no_args_is_help=True, help="Model files: PyTorch state dict in and out.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("import-torch")
+def model_import_torch(
+    state: Annotated[Path, typer.Argument(help="state dict saved as .npz (weight_ih_l0, …, head.{name}.weight/bias)")],
+    meta: Annotated[Path, typer.Option(help="META.json: the model file's meta entry")],
+    out: Annotated[Path, typer.Option(help="model file to write (.npz)")],
+) -> None:
+    """Make a model file from a PyTorch-trained state dict."""
+    from bot.model.file import ModelFileError, import_torch
+
+    try:
+        model = import_torch(state, meta, out)
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from None
+    lstm = model.lstm
+    print(f"wrote {out}: LSTM {lstm.num_layers}×{lstm.hidden_size} over {lstm.input_size} features, 3 heads")
+
+
+@model_app.command("export-torch")
+def model_export_torch(
+    model: Annotated[Path, typer.Argument(help="model file (.npz)")],
+    out: Annotated[Path, typer.Option(help="state dict to write (.npz), loadable into torch.nn.LSTM")],
+) -> None:
+    """Write a model file's LSTM and heads as a PyTorch state dict."""
+    from bot.model.file import ModelFileError, export_torch
+
+    try:
+        export_torch(model, out)
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from None
+    print(f"wrote {out}")
+
+
 bench_app = typer.Typer(
     no_args_is_help=True, help="Benchmarks; each reports ratios against a reference measured in the same run."
 )
