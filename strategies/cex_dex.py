@@ -19,6 +19,7 @@ from typing import Protocol
 from bot.events import BookEvent, GasEvent, PoolEvent
 from strategies import amm
 from strategies.base import Evaluation, MarketView, OpportunityKey
+from strategies.gas import gas_cost_native
 
 Levels = Sequence[tuple[float, float]]
 
@@ -26,8 +27,6 @@ UNISWAP_V2_SWAP_GAS = 110_000
 """Gas of one single-hop Uniswap V2 swap through the router: 21,000 for the transaction and about 90,000
 for the router call, the pair's swap (two ERC-20 transfers, the reserves' storage update) and the calldata;
 such swaps measure 100,000-130,000 on mainnet. The CEX leg costs no gas, so a trade pays this once."""
-
-GWEI = 1e-9
 
 
 class ChainMarketView(MarketView, Protocol):
@@ -123,7 +122,7 @@ def buy_pool_sell_cex(bids: Levels, pool: PoolEvent, cex_fee: float, max_notiona
 
 def gas_quote(gas: GasEvent, gas_units: int, gas_token_price: float) -> float:
     """Return the gas of `gas_units` at the event's base fee plus tip, in quote units."""
-    return gas_units * (gas.base_fee_gwei + gas.priority_fee_gwei) * GWEI * gas_token_price
+    return gas_cost_native(gas, gas_units) * gas_token_price
 
 
 class CexDexStrategy:

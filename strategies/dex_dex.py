@@ -25,8 +25,8 @@ from typing import Protocol
 from bot.events import GasEvent, PoolEvent
 from strategies.amm import amount_out
 from strategies.base import Evaluation
+from strategies.gas import gas_cost_native
 
-GWEI = 1e-9
 """Native units (ETH) per gwei."""
 
 
@@ -101,11 +101,6 @@ def optimal_quote_in(buy: PoolEvent, sell: PoolEvent, cap: float = math.inf) -> 
         return 0.0
     # (√(ab) - b)/c rewritten without subtracting two close numbers: √(ab) - b = (a - b)/(√(a/b) + 1).
     return min((a - b) / (c * (math.sqrt(a / b) + 1.0)), cap)
-
-
-def gas_cost_native(gas: GasEvent, gas_units: float) -> float:
-    """Return the native-asset cost of `gas_units` at the event's base fee plus tip."""
-    return gas_units * (gas.base_fee_gwei + gas.priority_fee_gwei) * GWEI
 
 
 class DexDexStrategy:
