@@ -22,6 +22,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.bus.redis_url import redact_url
+from bot.paper.settings import PaperConfig
+from bot.risk.settings import RiskConfig
 
 SUPPORTED_EXCHANGES = frozenset({"okx", "bybit", "binance", "binanceusdm"})
 """ccxt.pro exchange classes (wire protocols) a venue entry may name in this release."""
@@ -192,6 +194,8 @@ class RootConfig(_Strict):
     simulator: SimulatorConfig | None = None
     strategies: StrategiesConfig = StrategiesConfig()
     scorer: ScorerConfig = ScorerConfig()
+    risk: RiskConfig = RiskConfig()
+    paper: PaperConfig = PaperConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RootConfig:

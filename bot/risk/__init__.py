@@ -1,0 +1,1 @@
+"""The risk/timing service: slippage, execution windows, sizing and limits for each signal."""
