@@ -17,7 +17,8 @@ from bot.messages import Signal
 from bot.opportunities import OpportunityTracker
 from bot.queues import BoundedQueue
 from bot.rejections import RejectionCounter
-from bot.scoring.rule import RuleScorer
+from bot.scoring.base import Scorer
+from bot.scoring.rule import Score
 from strategies.base import Evaluation
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class SignalEngine:
     def __init__(
         self,
         strategies: Sequence[Any],
-        scorer: RuleScorer,
+        scorer: Scorer,
         steps: CexCexConfig,
         sink: SignalSink,
         rejections: RejectionCounter,
@@ -67,6 +68,16 @@ class SignalEngine:
         self._sink = sink
         self._clock = clock or SystemClock()
         self._queue: BoundedQueue[MarketEvent] = BoundedQueue("engine", queue_size, self._clock.monotonic)
+        self._market_listeners: list[Callable[[MarketEvent], object]] = []
+        self._evaluation_listeners: list[Callable[[Sequence[Evaluation]], object]] = []
+
+    def add_market_listener(self, listener: Callable[[MarketEvent], object]) -> None:
+        """Call `listener` with every market event the market state accepted, before strategies see it."""
+        self._market_listeners.append(listener)
+
+    def add_evaluation_listener(self, listener: Callable[[Sequence[Evaluation]], object]) -> None:
+        """Call `listener` with every batch of evaluations (tradeable or not), before they are scored."""
+        self._evaluation_listeners.append(listener)
 
     @property
     def open_opportunities(self) -> int:
@@ -91,15 +102,18 @@ class SignalEngine:
         elif isinstance(event, TradeEvent):
             self.market.apply_trade(event)
             self.stats.trades += 1
+            self._tell_market_listeners(event)
         elif isinstance(event, GasEvent):
             self.market.as_of_ms = self._clock.now_ms()
             self.stats.gas_events += 1
             if self.market.apply_gas(event):
+                self._tell_market_listeners(event)
                 self._run_strategies("on_gas", event)
         elif isinstance(event, PoolEvent):
             self.market.as_of_ms = self._clock.now_ms()
             self.stats.pool_events += 1
             if self.market.apply_pool(event):
+                self._tell_market_listeners(event)
                 self._close_where(lambda key: key[1] == event.symbol and not self._legs_usable(key))
                 self._run_strategies("on_pool", event)
 
@@ -126,8 +140,13 @@ class SignalEngine:
         if not self.market.apply(book):
             return
         self.stats.updates += 1
+        self._tell_market_listeners(book)
         self._close_where(lambda key: key[1] == book.symbol and not self._legs_usable(key))
         self._run_strategies("on_book", book)
+
+    def _tell_market_listeners(self, event: MarketEvent) -> None:
+        for listener in self._market_listeners:
+            listener(event)
 
     def _run_strategies(self, hook: str, event: MarketEvent) -> None:
         for strategy in self._strategies:
@@ -141,9 +160,13 @@ class SignalEngine:
                 self.stats.strategy_errors += 1
                 log.exception("strategy %s failed in %s", strategy.kind, hook)
                 continue
-            for evaluation in evaluations:
-                # On-chain strategies wrap their Evaluation with what they assumed about gas.
-                self._observe(getattr(evaluation, "evaluation", evaluation))
+            # On-chain strategies wrap their Evaluation with what they assumed about gas.
+            batch: list[Evaluation] = [getattr(evaluation, "evaluation", evaluation) for evaluation in evaluations]
+            if not batch:
+                continue
+            for listener in self._evaluation_listeners:
+                listener(batch)
+            self._observe_batch(batch)
 
     def _legs_usable(self, key: tuple[str, str, str, str]) -> bool:
         _, symbol, buy_venue, sell_venue = key
@@ -165,10 +188,15 @@ class SignalEngine:
         for signal in self._tracker.close_all(self._clock.now_ms()):
             self._emit(signal)
 
-    def _observe(self, evaluation: Evaluation) -> None:
+    def _observe_batch(self, batch: Sequence[Evaluation]) -> None:
+        tradeable = [evaluation for evaluation in batch if evaluation.tradeable]
+        scores = iter(self._scorer.score_batch(tradeable) if tradeable else ())
+        for evaluation in batch:
+            self._observe(evaluation, next(scores) if evaluation.tradeable else None)
+
+    def _observe(self, evaluation: Evaluation, score: Score | None) -> None:
         if not evaluation.tradeable and not self._tracker.is_open(evaluation.key):
             return
-        score = self._scorer.score(evaluation) if evaluation.tradeable else None
         signal = self._tracker.observe(evaluation, score)
         if signal is None:
             return

@@ -11,6 +11,7 @@ Rules, for an opportunity with net edge `e` bps whose two books are `skew` ms ap
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.config import RuleScorerConfig
@@ -48,3 +49,7 @@ class RuleScorer:
             expected_edge_bps=evaluation.net_edge_bps * probability,
             model=self.name,
         )
+
+    def score_batch(self, evaluations: Sequence[Evaluation]) -> list[Score]:
+        """Score each evaluation on its own (the rules need no history)."""
+        return [self.score(evaluation) for evaluation in evaluations]
