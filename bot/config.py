@@ -80,6 +80,8 @@ class VenueConfig(_Strict):
 
 
 class SimSymbolConfig(_Strict):
+    """How the simulator's fair price of one symbol moves."""
+
     start_price: PositiveFloat
     volatility_bps: PositiveFloat = Field(description="fair-price volatility per sqrt(second), bps")
     jumps_per_minute: NonNegativeFloat = 6.0
@@ -87,16 +89,36 @@ class SimSymbolConfig(_Strict):
     tick_size: PositiveFloat = 0.01
     lot_size: PositiveFloat = 0.0001
     top_size: PositiveFloat = Field(description="mean size at the best level, base units")
+    vol_of_vol: Annotated[float, Field(ge=0.0, le=3.0)] = Field(
+        default=0.0, description="stationary std of the log volatility (0: constant volatility)"
+    )
+    vol_half_life_s: PositiveFloat = Field(default=60.0, description="half-life of a volatility shock, s")
+    jump_vol_kick: Annotated[float, Field(ge=0.0, le=3.0)] = Field(
+        default=0.0, description="log volatility added by each jump, decaying with vol_half_life_s"
+    )
 
 
 class SimVenueConfig(_Strict):
+    """How one simulated venue quotes: lag, catch-up, noise, spread, depth and update rate."""
+
     lag_ms: NonNegativeInt = Field(description="how far this venue's quotes trail the fair price")
     noise_bps: NonNegativeFloat = 0.5
+    noise_memory_ms: PositiveFloat = Field(default=2_000.0, description="time constant of the venue's price noise")
     spread_bps: PositiveFloat = 1.0
+    spread_vol_beta: Annotated[float, Field(ge=0.0, le=3.0)] = Field(
+        default=0.0, description="spread grows as (volatility / its mean) ** spread_vol_beta"
+    )
     depth_levels: Annotated[int, Field(ge=1, le=400)] = 25
     level_gap_bps: PositiveFloat = 0.5
     size_scale: PositiveFloat = 1.0
     trades_per_s: NonNegativeFloat = 2.0
+    catch_up_fast_ms: NonNegativeFloat = Field(
+        default=0.0,
+        description="time constant of the move toward the lagged fair price in the fast regime (0: at once)",
+    )
+    catch_up_slow_ms: NonNegativeFloat = Field(default=0.0, description="the same in the slow regime")
+    catch_up_regime_s: PositiveFloat = Field(default=30.0, description="mean time a catch-up regime lasts, s")
+    quotes_per_s: PositiveFloat | None = Field(default=None, description="mean book updates per s (None: every tick)")
 
 
 class FeedsConfig(_Strict):
@@ -105,10 +127,25 @@ class FeedsConfig(_Strict):
 
 
 class SimulatorConfig(_Strict):
+    """The market (and chain) simulator: fair prices per symbol, quoted by each simulated venue."""
+
     seed: int = 7
     tick_ms: Annotated[int, Field(ge=5, le=10_000)] = 50
     symbols: dict[Symbol, SimSymbolConfig]
     venues: dict[Name, SimVenueConfig]
+    leader_regime_s: PositiveFloat | None = Field(
+        default=None,
+        description="mean time one venue leads a symbol before another takes over (None: the venues' lag_ms decide)",
+    )
+    gas_demand_base_fee_gwei: PositiveFloat | None = Field(
+        default=None, description="simulated chain: base fee that demand wanders around (None: the mainnet default)"
+    )
+    gas_burst_probability: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
+        default=None, description="simulated chain: chance per block that a run of full blocks starts"
+    )
+    gas_burst_continue: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
+        default=None, description="simulated chain: chance that such a run goes on for one more block"
+    )
 
 
 class CexCexConfig(_Strict):
