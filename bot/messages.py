@@ -1,4 +1,4 @@
-"""Messages that cross Redis (DESIGN.md, "Redis channels"). Later issues add Decision, Fill, Control."""
+"""Messages that cross Redis (DESIGN.md, "Redis channels")."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from bot.events import NonNegativeFinite, PositiveFinite, Timestamp
+from bot.events import BookEvent, GasEvent, NonNegativeFinite, PoolEvent, PositiveFinite, Timestamp
 
 SIGNAL_SCHEMA_VERSION: Final = 1
+DECISION_SCHEMA_VERSION: Final = 1
+FILL_SCHEMA_VERSION: Final = 1
+CONTROL_SCHEMA_VERSION: Final = 1
+MARKET_SCHEMA_VERSION: Final = 1
 
 
 def _finite(value: float) -> float:
@@ -76,5 +80,162 @@ class Signal(BaseModel):
         return self
 
 
-Message = Signal
-"""Every message type the codec knows; a union once Decision, Fill and Control land."""
+class Window(BaseModel):
+    """When a decision may be executed: not before `not_before_ts`, not after `deadline_ts` (ms since epoch)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    not_before_ts: Timestamp
+    deadline_ts: Timestamp
+
+
+class SlippageBps(BaseModel):
+    """Expected slippage of each leg, in bps of its best price (never negative)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    buy: NonNegativeFinite
+    sell: NonNegativeFinite
+
+
+class GasPlan(BaseModel):
+    """The fee caps of an on-chain leg (EIP-1559): max fee = base fee × headroom + tip."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    max_fee_gwei: NonNegativeFinite
+    priority_fee_gwei: NonNegativeFinite
+    target_block: Annotated[int, Field(ge=0)] | None = None
+
+
+RiskState = Literal["ACTIVE", "REDUCING", "HALTED"]
+
+
+class Decision(BaseModel):
+    """The risk service's answer to one signal: execute it (size, window, gas) or skip it, with reasons.
+
+    Optional extras (`symbol`, `kind`, venues, expected average prices) tell a trader what to trade without
+    looking the signal up; the DESIGN.md fields are required.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["decision"] = "decision"
+    schema_version: Literal[1] = DECISION_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    ts: Timestamp
+    signal_id: str = Field(min_length=1)
+    opportunity_id: str = Field(min_length=1)
+    action: Literal["execute", "skip"]
+    reasons: tuple[str, ...]
+    size: NonNegativeFinite
+    slippage_bps: SlippageBps
+    expected_pnl: Finite
+    window: Window
+    gas: GasPlan | None
+    risk_state: RiskState
+    symbol: str | None = Field(default=None, min_length=3)
+    kind: Literal["cex_cex", "cex_dex", "dex_dex"] | None = None
+    buy_venue: str | None = Field(default=None, min_length=1)
+    sell_venue: str | None = Field(default=None, min_length=1)
+    buy_price: PositiveFinite | None = Field(default=None, description="expected average buy price at `size`")
+    sell_price: PositiveFinite | None = Field(default=None, description="expected average sell price at `size`")
+    sig: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Decision:
+        if self.action == "execute" and self.size <= 0.0:
+            raise ValueError("an execute decision needs size > 0")
+        return self
+
+
+class FillLeg(BaseModel):
+    """One executed leg: `price` is the average price, `fee` is in quote units."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    venue: str = Field(min_length=1)
+    side: Literal["buy", "sell"]
+    price: PositiveFinite
+    size: NonNegativeFinite
+    fee: NonNegativeFinite
+
+
+class Fill(BaseModel):
+    """What the (paper) trader did with a decision."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["fill"] = "fill"
+    schema_version: Literal[1] = FILL_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    ts: Timestamp
+    decision_id: str = Field(min_length=1)
+    legs: tuple[FillLeg, ...]
+    realised_pnl: Finite
+    status: Literal["filled", "partial", "missed", "reverted"]
+    symbol: str | None = Field(default=None, min_length=3)
+    kind: Literal["cex_cex", "cex_dex", "dex_dex"] | None = None
+    opportunity_id: str | None = Field(default=None, min_length=1)
+    sig: str | None = None
+
+
+class Control(BaseModel):
+    """A command to a role (`arbbot risk halt|resume`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["control"] = "control"
+    schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    ts: Timestamp
+    role: str = Field(min_length=1)
+    command: Literal["halt", "resume"]
+    reason: str
+    sig: str | None = None
+
+
+class BookMessage(BookEvent):
+    """A `book` event as a message on `arb:book:{venue}:{symbol}` (a BookEvent, so MarketState takes it)."""
+
+    schema_version: Literal[1] = MARKET_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    sig: str | None = None
+
+    @classmethod
+    def of(cls, event: BookEvent) -> BookMessage:
+        """Wrap an already validated event without validating it again (the signals hot path)."""
+        return cls.model_construct(**dict(event), schema_version=MARKET_SCHEMA_VERSION, id=new_id())
+
+
+class GasMessage(GasEvent):
+    """A `gas` event as a message on `arb:gas:{chain}`."""
+
+    schema_version: Literal[1] = MARKET_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    sig: str | None = None
+
+    @classmethod
+    def of(cls, event: GasEvent) -> GasMessage:
+        """Wrap an already validated event without validating it again."""
+        return cls.model_construct(**dict(event), schema_version=MARKET_SCHEMA_VERSION, id=new_id())
+
+
+class PoolMessage(PoolEvent):
+    """A `pool` event as a message on `arb:pool:{chain}:{pool}`."""
+
+    schema_version: Literal[1] = MARKET_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    sig: str | None = None
+
+    @classmethod
+    def of(cls, event: PoolEvent) -> PoolMessage:
+        """Wrap an already validated event without validating it again."""
+        return cls.model_construct(**dict(event), schema_version=MARKET_SCHEMA_VERSION, id=new_id())
+
+
+MarketMessage = BookMessage | GasMessage | PoolMessage
+"""The market events as messages (pub/sub only, no stream)."""
+
+Message = Signal | Decision | Fill | Control | BookMessage | GasMessage | PoolMessage
+"""Every message type the codec knows."""

@@ -11,11 +11,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from helpers import eventually, free_port, make_signal
+from test_messages import BOOK, make_control, make_decision, make_fill
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
-from bot.bus.publisher import SignalPublisher
-from bot.messages import Signal
+from bot.bus.publisher import Publisher, SignalPublisher, route_by_type
+from bot.messages import BookMessage, Message, Signal
 
 
 def _signal(symbol: str = "BTC/USDT", net_edge_bps: float = 3.0) -> Signal:
@@ -97,3 +98,39 @@ async def test_publisher_counts_what_a_full_queue_drops(redis_url: str) -> None:
     assert await client.xlen(channels.signal_stream()) == 10
     await client.delete(channels.signal_stream())
     await client.aclose()
+
+
+async def test_generic_publisher_routes_each_message_by_type(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    publisher: Publisher[Message] = Publisher(client, route_by_type(channels), stream_maxlen=1000, queue_size=10)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.psubscribe(f"{channels.prefix}:*")
+    sent: list[Message] = [make_decision(), make_fill(), make_control(), BookMessage.of(BOOK)]
+    assert all(publisher.submit(message) for message in sent)
+    assert not publisher.submit(make_decision(symbol=None))  # no symbol, no channel: counted, not queued
+    assert publisher.stats.unroutable == 1
+    publisher.start()
+    got: dict[str, bytes] = {}
+    try:
+        while len(got) < len(sent):
+            raw = await asyncio.wait_for(pubsub.get_message(timeout=5.0), 10)
+            if raw is not None:
+                got[raw["channel"].decode()] = raw["data"]
+        await publisher.close()
+        decisions = await client.xrange(channels.decision_stream())
+        fills = await client.xrange(channels.fill_stream())
+        stream_keys = await client.keys(f"{channels.prefix}:stream:*")
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.delete(channels.decision_stream(), channels.fill_stream())
+        await client.aclose()
+    assert got == {
+        channels.decision("BTC/USDT"): encode(sent[0]),
+        channels.fill("BTC/USDT"): encode(sent[1]),
+        channels.control("risk"): encode(sent[2]),
+        channels.book("okx", "BTC/USDT"): encode(sent[3]),
+    }
+    assert [fields[b"data"] for _, fields in decisions] == [encode(sent[0])]
+    assert [fields[b"data"] for _, fields in fills] == [encode(sent[1])]
+    assert sorted(stream_keys) == sorted([channels.decision_stream().encode(), channels.fill_stream().encode()])

@@ -127,3 +127,32 @@ def test_redact_keeps_an_ipv6_host_usable() -> None:
 @pytest.mark.parametrize("url", ["redis://:secret@host:notaport/0", "redis://:secret@host:99999/0"])
 def test_redact_never_raises_nor_leaks_on_a_bad_port(url: str) -> None:
     assert "secret" not in redact_url(url)
+
+
+def test_every_design_channel_and_stream() -> None:
+    channels = Channels()
+    assert channels.decision("BTC/USDT") == "arb:decision:BTC/USDT"
+    assert channels.decision_pattern() == "arb:decision:*"
+    assert channels.decision_stream() == "arb:stream:decision"
+    assert channels.fill("ETH/USDC") == "arb:fill:ETH/USDC"
+    assert channels.fill_pattern() == "arb:fill:*"
+    assert channels.fill_stream() == "arb:stream:fill"
+    assert channels.book("okx", "BTC/USDT") == "arb:book:okx:BTC/USDT"
+    assert channels.book_pattern() == "arb:book:*"
+    assert channels.gas("ethereum") == "arb:gas:ethereum"
+    assert channels.gas_pattern() == "arb:gas:*"
+    assert channels.pool("ethereum", "0xb4e1") == "arb:pool:ethereum:0xb4e1"
+    assert channels.pool_pattern() == "arb:pool:*"
+    assert channels.control("risk") == "arb:control:risk"
+    assert channels.heartbeat("paper") == "arb:heartbeat:paper"
+    assert channels.heartbeat_pattern() == "arb:heartbeat:*"
+    assert channels.key("risk", "last_signal_id") == "arb:state:risk:last_signal_id"
+
+
+def test_decision_and_fill_channels_map_to_their_streams() -> None:
+    channels = Channels("p")
+    assert channels.stream_for_pattern(channels.decision("BTC/USDT")) == channels.decision_stream()
+    assert channels.stream_for_pattern(channels.decision_pattern()) == channels.decision_stream()
+    assert channels.stream_for_pattern(channels.fill("BTC/USDT")) == channels.fill_stream()
+    assert channels.stream_for_pattern(channels.fill_pattern()) == channels.fill_stream()
+    assert channels.stream_for_pattern(channels.book_pattern()) is None

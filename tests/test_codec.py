@@ -238,7 +238,7 @@ def test_not_an_object(payload: bytes) -> None:
     assert _reason(payload) == "not_an_object"
 
 
-@pytest.mark.parametrize("kind", ["bogus", "book", "decision_v9", 1, None, ["signal"], {"t": "signal"}])
+@pytest.mark.parametrize("kind", ["bogus", "trade", "decision_v9", 1, None, ["signal"], {"t": "signal"}])
 def test_unknown_message_type(kind: object) -> None:
     obj = {**_as_dict(_signal()), "type": kind}
     assert _reason(orjson.dumps(obj)) == "unknown_type"
@@ -250,6 +250,12 @@ def test_wrong_type_when_another_is_expected() -> None:
     assert _reason(payload, expected_type="decision") == "wrong_type"
     assert _reason(payload, expected_type="book") == "wrong_type"
     assert decode_message(payload, expected_type="signal") == signal
+
+
+@pytest.mark.parametrize("kind", ["book", "decision", "fill", "control", "gas", "pool"])
+def test_a_signal_relabelled_as_another_known_type_is_invalid(kind: str) -> None:
+    obj = {**_as_dict(_signal()), "type": kind}
+    assert _reason(orjson.dumps(obj)) == "invalid_fields"
 
 
 def test_decode_error_carries_reason_and_detail() -> None:

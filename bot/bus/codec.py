@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent, TradeEvent
-from bot.messages import SIGNAL_SCHEMA_VERSION, Message, Signal
+from bot.messages import (
+    CONTROL_SCHEMA_VERSION,
+    DECISION_SCHEMA_VERSION,
+    FILL_SCHEMA_VERSION,
+    MARKET_SCHEMA_VERSION,
+    SIGNAL_SCHEMA_VERSION,
+    BookMessage,
+    Control,
+    Decision,
+    Fill,
+    GasMessage,
+    Message,
+    PoolMessage,
+    Signal,
+)
 
 _MESSAGE_TYPES: dict[str, tuple[type[BaseModel], frozenset[int]]] = {
     "signal": (Signal, frozenset({SIGNAL_SCHEMA_VERSION})),
+    "decision": (Decision, frozenset({DECISION_SCHEMA_VERSION})),
+    "fill": (Fill, frozenset({FILL_SCHEMA_VERSION})),
+    "control": (Control, frozenset({CONTROL_SCHEMA_VERSION})),
+    "book": (BookMessage, frozenset({MARKET_SCHEMA_VERSION})),
+    "gas": (GasMessage, frozenset({MARKET_SCHEMA_VERSION})),
+    "pool": (PoolMessage, frozenset({MARKET_SCHEMA_VERSION})),
 }
+_MARKET_MESSAGE_TYPES = frozenset({"book", "gas", "pool"})
 _EVENT_TYPES: dict[str, type[BookEvent] | type[TradeEvent] | type[GasEvent] | type[PoolEvent]] = {
     "book": BookEvent,
     "trade": TradeEvent,
@@ -34,9 +56,19 @@ ENVELOPE_FIELDS = ("type", "schema_version", "id", "ts")
 """Fields every message carries; a message missing one is rejected (DESIGN.md)."""
 
 
+@functools.cache
+def _required_nullable(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name, info in model.model_fields.items() if info.is_required())
+
+
 def encode(model: BaseModel) -> bytes:
-    """Serialise a message or event as compact JSON with `type` first."""
+    """Serialise a message or event as compact JSON with `type` first.
+
+    Optional fields that are None are left out; a required field that is None (Decision's `gas`) is sent as null.
+    """
     fields = model.model_dump(mode="json", exclude_none=True)
+    for name in _required_nullable(type(model)):
+        fields.setdefault(name, None)
     return orjson.dumps({"type": fields.pop("type"), **fields})
 
 
@@ -91,7 +123,13 @@ def decode_event(line: bytes | str) -> MarketEvent:
 
 
 def json_schemas() -> dict[str, Any]:
-    """JSON Schemas of every message and event model, keyed by type."""
-    schemas: dict[str, Any] = {name: model.model_json_schema() for name, (model, _) in _MESSAGE_TYPES.items()}
+    """JSON Schemas of every message and event model, keyed by type.
+
+    `book`, `gas` and `pool` are both recorded events (keyed by type) and messages (keyed `book_message`, …).
+    """
+    schemas: dict[str, Any] = {
+        f"{name}_message" if name in _MARKET_MESSAGE_TYPES else name: model.model_json_schema()
+        for name, (model, _) in _MESSAGE_TYPES.items()
+    }
     schemas.update({name: model.model_json_schema() for name, model in _EVENT_TYPES.items()})
     return schemas

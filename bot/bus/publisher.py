@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -13,10 +15,53 @@ from redis.exceptions import RedisError
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
 from bot.clock import Clock, SystemClock
-from bot.messages import Signal
+from bot.messages import (
+    BookMessage,
+    Control,
+    Decision,
+    Fill,
+    GasMessage,
+    Message,
+    PoolMessage,
+    Signal,
+)
 from bot.queues import BoundedQueue
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+Route = tuple[str, str | None]
+"""(pub/sub channel, stream or None) a message goes to."""
+
+
+def route_by_type(channels: Channels) -> Callable[[Message], Route]:
+    """The DESIGN.md route of every message type; ValueError for a Decision or Fill without `symbol`."""
+
+    def route(message: Message) -> Route:
+        if isinstance(message, Signal):
+            return channels.signal(message.kind, message.symbol), channels.signal_stream()
+        if isinstance(message, Decision):
+            return channels.decision(_symbol_of(message)), channels.decision_stream()
+        if isinstance(message, Fill):
+            return channels.fill(_symbol_of(message)), channels.fill_stream()
+        if isinstance(message, BookMessage):
+            return channels.book(message.venue, message.symbol), None
+        if isinstance(message, GasMessage):
+            return channels.gas(message.chain), None
+        if isinstance(message, PoolMessage):
+            return channels.pool(message.chain, message.pool), None
+        if isinstance(message, Control):
+            return channels.control(message.role), None
+        raise ValueError(f"no route for {type(message).__name__}")
+
+    return route
+
+
+def _symbol_of(message: Decision | Fill) -> str:
+    if message.symbol is None:
+        raise ValueError(f"{message.type} {message.id} has no symbol to name its channel")
+    return message.symbol
 
 
 @dataclass(slots=True)
@@ -25,38 +70,49 @@ class PublisherStats:
 
     published: int = 0
     redis_errors: int = 0
+    unroutable: int = 0
 
 
-class SignalPublisher:
-    """A bounded queue in front of Redis; a writer task publishes each signal once Redis takes it.
+class Publisher(Generic[M]):
+    """A bounded queue in front of Redis; a writer task publishes each message once Redis takes it.
 
-    A full queue drops the new signal (counted, warned at a bounded rate) instead of blocking the
-    market pipeline; a Redis error keeps the signal and retries with backoff, so nothing accepted is lost.
+    `route(message)` names the channel and the stream (None: pub/sub only). A full queue drops the new
+    message (counted, warned at a bounded rate) instead of blocking the producer; a Redis error keeps the
+    message and retries with backoff, so nothing accepted is lost. A message `route` refuses (ValueError)
+    is counted in `stats.unroutable` and not queued.
     """
 
     def __init__(
         self,
         client: aioredis.Redis,
-        channels: Channels,
+        route: Callable[[M], Route],
         stream_maxlen: int,
         queue_size: int,
         clock: Clock | None = None,
+        name: str = "publisher",
     ) -> None:
         self.stats = PublisherStats()
+        self.name = name
         self._client = client
-        self._channels = channels
+        self._route = route
         self._maxlen = stream_maxlen
         self._clock = clock or SystemClock()
-        self._queue: BoundedQueue[Signal] = BoundedQueue("publisher", queue_size, self._clock.monotonic)
+        self._queue: BoundedQueue[tuple[M, Route]] = BoundedQueue(name, queue_size, self._clock.monotonic)
         self._rng = random.Random()
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name="publisher:signals")
+        self._writer = asyncio.get_running_loop().create_task(self._write(), name=self.name)
 
-    def submit(self, signal: Signal) -> bool:
-        """Queue a signal for publishing; False (and counted) if the queue is full."""
-        return self._queue.offer(signal)
+    def submit(self, message: M) -> bool:
+        """Queue a message for publishing; False (and counted) if the queue is full or it has no route."""
+        try:
+            route = self._route(message)
+        except ValueError as exc:
+            self.stats.unroutable += 1
+            log.warning("%s: dropped a message with no route (%s)", self.name, exc)
+            return False
+        return self._queue.offer((message, route))
 
     @property
     def dropped(self) -> int:
@@ -74,23 +130,25 @@ class SignalPublisher:
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
         except TimeoutError:
-            log.warning("publisher: %d signals not flushed before shutdown", len(self._queue))
+            log.warning("%s: %d messages not flushed before shutdown", self.name, len(self._queue))
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         self._writer = None
 
     async def _write(self) -> None:
-        while (signal := await self._queue.get()) is not None:
-            await self._publish_until_done(signal)
+        while (item := await self._queue.get()) is not None:
+            await self._publish_until_done(*item)
 
-    async def _publish_until_done(self, signal: Signal) -> None:
-        payload = encode(signal)
+    async def _publish_until_done(self, message: M, route: Route) -> None:
+        payload = encode(message)
+        channel, stream = route
         attempt = 0
         while True:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.publish(self._channels.signal(signal.kind, signal.symbol), payload)
-                    pipe.xadd(self._channels.signal_stream(), {"data": payload}, maxlen=self._maxlen, approximate=True)
+                    pipe.publish(channel, payload)
+                    if stream is not None:
+                        pipe.xadd(stream, {"data": payload}, maxlen=self._maxlen, approximate=True)
                     await pipe.execute()
             except RedisError as exc:
                 self.stats.redis_errors += 1
@@ -101,3 +159,17 @@ class SignalPublisher:
                 continue
             self.stats.published += 1
             return
+
+
+class SignalPublisher(Publisher[Signal]):
+    """The signals role's publisher: each signal on `arb:signal:{kind}:{symbol}` and `arb:stream:signal`."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        channels: Channels,
+        stream_maxlen: int,
+        queue_size: int,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(client, route_by_type(channels), stream_maxlen, queue_size, clock, name="publisher")
