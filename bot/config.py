@@ -217,6 +217,17 @@ class RuleScorerConfig(_Strict):
 
 class ScorerConfig(_Strict):
     rule: RuleScorerConfig = RuleScorerConfig()
+    model_dir: Path | None = Field(
+        default=None,
+        description="folder of model files ({kind}__{BASE}-{QUOTE}.npz, then {kind}.npz); relative to the config file",
+    )
+    max_model_age_h: PositiveFloat = Field(default=24.0, description="older models are flagged for retraining")
+    reload_check_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = Field(
+        default=5.0, description="how often model files are checked for changes"
+    )
+    feature_window: Annotated[int, Field(ge=2, le=512)] = Field(
+        default=64, description="updates of history kept per opportunity key (at least every model's window)"
+    )
 
 
 class RootConfig(_Strict):
@@ -325,4 +336,10 @@ def load_config(path: str | Path) -> RootConfig:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    return parse_config(data, source)
+    config = parse_config(data, source)
+    model_dir = config.scorer.model_dir
+    if model_dir is not None and not model_dir.is_absolute():
+        # A relative model folder is read from where the config file is, not from wherever arbbot was started.
+        scorer = config.scorer.model_copy(update={"model_dir": (Path(path).parent / model_dir).resolve()})
+        config = config.model_copy(update={"scorer": scorer})
+    return config
