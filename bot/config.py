@@ -48,6 +48,12 @@ class RedisConfig(_Strict):
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "arb"
     stream_maxlen: Annotated[int, Field(ge=100)] = 100_000
     publish_queue: Annotated[int, Field(ge=10)] = 10_000
+    publish_market: bool = Field(
+        default=True, description="publish books, gas and pools on the book/gas/pool channels for other processes"
+    )
+    book_rate_per_s: Annotated[float, Field(gt=0.0, le=10_000.0)] = Field(
+        default=20.0, description="most books published per second per (venue, symbol); the latest is always sent"
+    )
 
     @model_validator(mode="after")
     def _scheme(self) -> RedisConfig:

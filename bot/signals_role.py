@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.bus.channels import Channels
+from bot.bus.market_publisher import MarketPublisher
 from bot.bus.publisher import SignalPublisher
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
@@ -162,6 +163,13 @@ class SignalsRole:
         )
         self._on_signal = on_signal
         self.engine = build_engine(config, self._publish, self.rejections, self.clock, self.health)
+        self.market_publisher: MarketPublisher | None = None
+        if config.redis.publish_market:
+            redis = config.redis
+            self.market_publisher = MarketPublisher.for_redis(
+                redis_client, Channels(redis.prefix), redis.publish_queue, redis.book_rate_per_s, self.clock
+            )
+            self.engine.add_market_listener(self.market_publisher.on_event)
         self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)
         self.chain_feed: ChainFeed | None = None
         chain = chain or chain_endpoint(config)
@@ -187,6 +195,8 @@ class SignalsRole:
     async def start(self) -> None:
         log.info("signals role starting, config %s", self.config.fingerprint())
         self.publisher.start()
+        if self.market_publisher is not None:
+            self.market_publisher.start()
         self._engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name="engine")
         for feed in self.feeds:
             feed.start()
@@ -204,3 +214,5 @@ class SignalsRole:
             self._engine_task = None
         self.engine.close_all()
         await self.publisher.close()
+        if self.market_publisher is not None:
+            await self.market_publisher.close()
