@@ -52,6 +52,42 @@ class ReplaySummary:
     rejected: int = 0
 
 
+class Replayer:
+    """The synchronous core of a replay: one engine on a replay clock, fed event by event.
+
+    `arbbot replay` paces it; the dataset builder drives it directly and looks at the engine between events.
+    """
+
+    def __init__(
+        self, config: RootConfig, sink: Callable[[Signal], object], rejections: RejectionCounter | None = None
+    ) -> None:
+        self.config = config
+        self.rejections = rejections or RejectionCounter()
+        self.clock = ReplayClock()
+        self.engine = build_engine(config, sink, self.rejections, self.clock)
+        self.summary = ReplaySummary()
+
+    def feed(self, event: MarketEvent) -> bool:
+        """Apply one event at its time; False (counted) for a book or trade of a venue the config lacks."""
+        if isinstance(event, BookEvent | TradeEvent) and event.venue not in self.config.venues:
+            self.rejections.reject(event.venue, "unknown_venue", f"{event.venue} is not in the config")
+            self.summary.skipped += 1
+            return False
+        self.clock.advance(time_key(event))
+        self.engine.on_event(event)
+        self.summary.events += 1
+        return True
+
+    def finish(self) -> ReplaySummary:
+        """Close every open opportunity and return the summary."""
+        self.engine.close_all()
+        stats, summary = self.engine.stats, self.summary
+        summary.updates, summary.opportunities, summary.signals = stats.updates, stats.opportunities, stats.signals
+        summary.signals_from_stale_books = stats.signals_from_stale_books
+        summary.rejected = self.rejections.total
+        return summary
+
+
 async def replay_events(
     config: RootConfig,
     events: Iterable[MarketEvent],
@@ -60,35 +96,21 @@ async def replay_events(
     rejections: RejectionCounter | None = None,
 ) -> ReplaySummary:
     """Feed `events` through the pipeline; `speed` paces them at real time × speed (None: as fast as possible)."""
-    rejections = rejections or RejectionCounter()
-    clock = ReplayClock()
-    engine = build_engine(config, sink, rejections, clock)
-    summary = ReplaySummary()
+    replayer = Replayer(config, sink, rejections)
     loop = asyncio.get_running_loop()
     started_wall: float | None = None
     first_event_ms = 0
     for event in events:
-        if isinstance(event, BookEvent | TradeEvent) and event.venue not in config.venues:
-            rejections.reject(event.venue, "unknown_venue", f"{event.venue} is not in the config")
-            summary.skipped += 1
-            continue
-        at = time_key(event)
         if speed is not None:
+            at = time_key(event)
             if started_wall is None:
                 started_wall, first_event_ms = loop.time(), at
             due = started_wall + (at - first_event_ms) / 1_000.0 / speed
             await asyncio.sleep(max(0.0, due - loop.time()))
-        elif summary.events % 2_000 == 0:
+        elif replayer.summary.events % 2_000 == 0:
             await asyncio.sleep(0)  # let the publisher drain
-        clock.advance(at)
-        engine.on_event(event)
-        summary.events += 1
-    engine.close_all()
-    stats = engine.stats
-    summary.updates, summary.opportunities, summary.signals = stats.updates, stats.opportunities, stats.signals
-    summary.signals_from_stale_books = stats.signals_from_stale_books
-    summary.rejected = rejections.total
-    return summary
+        replayer.feed(event)
+    return replayer.finish()
 
 
 async def replay_files(
