@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,10 +16,11 @@ import typer
 from redis.exceptions import RedisError
 from rich.console import Console
 
+from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
 from bot.bus.redis_url import redact_url
-from bot.bus.subscriber import follow
+from bot.bus.subscriber import CatchUp, follow
 from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RootConfig, load_config
 from bot.messages import Message
 
@@ -352,13 +354,26 @@ def import_binance_raw_command(
 def subscribe(
     pattern: Annotated[str, typer.Argument(help="channel pattern, e.g. 'arb:signal:*'")],
     count: Annotated[int | None, typer.Option(help="exit after this many valid messages")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="first catch up from the pattern's stream after this stream id (0: from the start)"),
+    ] = None,
 ) -> None:
     """Print messages from channels matching PATTERN as JSON lines; malformed ones are skipped and counted."""
     url = EnvOverrides().redis_url or DEFAULT_REDIS_URL
     if count is not None and count <= 0:
         raise _fail("--count must be positive")
+    channels = Channels(pattern.split(":", 1)[0])
+    catch_up = None
+    if since is not None:
+        stream = channels.stream_for_pattern(pattern)
+        if stream is None:
+            raise _fail(f"no stream holds the messages of {pattern!r}: --since works with signal, decision and fill")
+        if not _STREAM_ID.fullmatch(since):
+            raise _fail(f"--since must be a stream id such as 0 or 1763700000123-0, got {since!r}")
+        catch_up = CatchUp(stream, since, channels)
     try:
-        rejected = asyncio.run(_subscribe(url, pattern, count))
+        rejected = asyncio.run(_subscribe(url, pattern, count, catch_up, channels.family(pattern)))
     except (RedisError, OSError) as exc:
         raise _fail(f"cannot reach Redis at {redact_url(url)} ({exc}); is it running? set ARBBOT_REDIS_URL") from None
     except KeyboardInterrupt:
@@ -367,9 +382,13 @@ def subscribe(
         print(f"arbbot subscribe: {rejected} malformed message(s) skipped", file=sys.stderr)
 
 
-async def _subscribe(url: str, pattern: str, count: int | None) -> int:
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
+_TYPED_FAMILIES = frozenset({"signal", "decision", "fill", "book", "gas", "pool", "control"})
+
+
+async def _subscribe(url: str, pattern: str, count: int | None, catch_up: CatchUp | None, family: str | None) -> int:
     client = aioredis.from_url(url)
-    expected = "signal" if ":signal:" in pattern else None
+    expected = family if family in _TYPED_FAMILIES else None
 
     def on_message(payload: bytes, _message: Message) -> None:
         sys.stdout.write(payload.decode() + "\n")
@@ -382,9 +401,15 @@ async def _subscribe(url: str, pattern: str, count: int | None) -> int:
         print(f"arbbot subscribe: listening on {pattern} at {redact_url(url)}", file=sys.stderr, flush=True)
 
     try:
-        stats = await follow(client, pattern, on_message, on_reject, count, expected, on_ready)
+        stats = await follow(client, pattern, on_message, on_reject, count, expected, on_ready, catch_up)
     finally:
         await client.aclose()
+    if catch_up is not None:
+        print(
+            f"arbbot subscribe: {stats.caught_up} message(s) from {catch_up.stream}, {stats.duplicates} duplicate(s) "
+            f"dropped; last stream id {stats.last_stream_id or catch_up.since}",
+            file=sys.stderr,
+        )
     return stats.rejected
 
 

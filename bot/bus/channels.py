@@ -73,11 +73,17 @@ class Channels:
         """A plain Redis key under the prefix (e.g. a role's saved state), never a channel."""
         return ":".join((self.prefix, "state", *parts))
 
-    def stream_for_pattern(self, pattern: str) -> str | None:
-        """The catch-up stream holding the messages of a channel pattern (`arb:signal:*` → `arb:stream:signal`)."""
+    def family(self, pattern: str) -> str | None:
+        """The channel family of a pattern or channel under this prefix (`arb:decision:*` → `decision`)."""
         head = f"{self.prefix}:"
         if not pattern.startswith(head):
             return None
-        family = pattern[len(head) :].split(":", 1)[0]
+        return pattern[len(head) :].split(":", 1)[0] or None
+
+    def stream_for_pattern(self, pattern: str) -> str | None:
+        """The catch-up stream holding the messages of a channel pattern (`arb:signal:*` → `arb:stream:signal`)."""
+        family = self.family(pattern)
+        if family is None:
+            return None
         stream = _STREAM_OF_CHANNEL_FAMILY.get(family)
         return f"{self.prefix}:stream:{stream}" if stream else None
