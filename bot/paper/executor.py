@@ -1,0 +1,272 @@
+"""Turn one decision into legs filled against the market of its execution time, and unwind what a lone leg left."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.bus.codec import encode
+from bot.messages import Decision, Fill, FillLeg
+from bot.paper.fills import (
+    GasPlan,
+    LegResult,
+    Side,
+    gas_native,
+    gas_price_gwei,
+    missed,
+    swap,
+    walk_book,
+)
+from bot.paper.ledger import DecisionStatus, Execution, LegRecord, OpenPosition
+from bot.paper.market import MarketHistory, is_pool_venue
+from bot.paper.settings import PaperConfig
+
+_FILL_NAMESPACE = uuid.UUID("6f1c3c52-8d7e-4f0a-9a55-2b3f7f7f4a10")
+
+
+def fill_id(decision_id: str) -> str:
+    """The Fill id of a decision: the same on every run, so a Fill published twice is dropped by id."""
+    return uuid.uuid5(_FILL_NAMESPACE, decision_id).hex
+
+
+class Rejected(ValueError):
+    """A decision the trader cannot act on; `reason` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A filled (or not) leg with its accounting: where its balances live and what it was measured against."""
+
+    record: LegRecord
+    gas_quote: float
+    planned_price: float | None
+
+    @property
+    def result(self) -> LegResult:
+        return self.record.leg
+
+
+@dataclass(frozen=True, slots=True)
+class Unwind:
+    """One unwind attempt that traded: its leg, the PnL it realised and the base still open after it."""
+
+    leg: LegRecord
+    pnl: float
+    remaining: float
+    ts: int
+
+
+def _split(symbol: str) -> tuple[str, str]:
+    base, sep, quote = symbol.partition("/")
+    if not sep or not base or not quote:
+        raise Rejected("bad_symbol", repr(symbol))
+    return base, quote
+
+
+class Executor:
+    """Fill decisions on a MarketHistory with the paper config's latencies, limits, gas and unwind rule."""
+
+    def __init__(self, market: MarketHistory, config: PaperConfig, taker_fee_bps: Mapping[str, float]) -> None:
+        self._market = market
+        self._config = config
+        self._fee = {venue: bps / 1e4 for venue, bps in taker_fee_bps.items()}
+        self._wait_s = config.max_book_wait_ms / 1000.0
+
+    def check(self, decision: Decision) -> None:
+        """Raise Rejected for an execute decision that names no symbol or venues, or a venue nobody knows."""
+        if decision.action != "execute":
+            return
+        if decision.symbol is None or decision.buy_venue is None or decision.sell_venue is None:
+            raise Rejected("missing_route", f"decision {decision.id} names no symbol or venues")
+        _split(decision.symbol)
+        for venue in (decision.buy_venue, decision.sell_venue):
+            if venue not in self._fee and not is_pool_venue(venue):
+                raise Rejected("unknown_venue", venue)
+
+    async def execute(self, decision: Decision, entry_id: str | None = None) -> tuple[Execution, Fill | None]:
+        """Simulate a decision; the Execution to record and the Fill to publish (None for a skip)."""
+        self.check(decision)
+        if decision.action != "execute":
+            skipped = Execution(
+                decision.id, decision.ts, decision.action, "skipped", 0.0, (), decision.symbol,
+                decision.expected_pnl, entry_id, ",".join(decision.reasons),
+            )  # fmt: skip
+            return skipped, None
+        assert decision.symbol is not None and decision.buy_venue is not None and decision.sell_venue is not None
+        buy = await self._leg(decision, decision.buy_venue, "buy", decision.buy_price)
+        sell = await self._leg(decision, decision.sell_venue, "sell", decision.sell_price)
+        both_swaps = is_pool_venue(buy.result.venue) and is_pool_venue(sell.result.venue)
+        if both_swaps and "reverted" in (buy.result.status, sell.result.status):
+            # Both swaps of a dex_dex trade are one transaction: either reverts, both do.
+            buy, sell = _atomic(buy), _atomic(sell)
+        return self._settle(decision, buy, sell, entry_id)
+
+    def _settle(self, decision: Decision, buy: Leg, sell: Leg, entry_id: str | None) -> tuple[Execution, Fill]:
+        b, s = buy.result, sell.result
+        matched = min(b.size, s.size)
+        pnl = matched * (s.price - b.price) - b.fee - s.fee - buy.gas_quote - sell.gas_quote
+        statuses = {b.status, s.status}
+        status: DecisionStatus
+        if "reverted" in statuses:
+            status = "reverted"
+        elif statuses == {"filled"}:
+            status = "filled"
+        elif statuses == {"missed"}:
+            status = "missed"
+        else:
+            status = "partial"
+        position = self._position(decision, buy, sell)
+        ts = max(b.market_ts, s.market_ts)
+        legs = [
+            FillLeg(
+                venue=x.result.venue, side=x.result.side, price=price, size=x.result.size,
+                fee=x.result.fee + x.gas_quote,
+            )
+            for x in (buy, sell)
+            if (price := x.result.price or x.record.reference_price or x.planned_price)
+        ]  # fmt: skip
+        fill = Fill(
+            id=fill_id(decision.id), ts=ts, decision_id=decision.id, legs=tuple(legs), realised_pnl=pnl,
+            status=status, symbol=decision.symbol, kind=decision.kind, opportunity_id=decision.opportunity_id,
+        )  # fmt: skip
+        reasons = ",".join(f"{x.result.side}:{x.result.reason}" for x in (buy, sell) if x.result.reason)
+        execution = Execution(
+            decision.id, decision.ts, decision.action, status, pnl, (buy.record, sell.record), decision.symbol,
+            decision.expected_pnl, entry_id, reasons, encode(fill), position,
+        )  # fmt: skip
+        return execution, fill
+
+    def _position(self, decision: Decision, buy: Leg, sell: Leg) -> OpenPosition | None:
+        b, s = buy.result, sell.result
+        excess = b.size - s.size
+        if abs(excess) <= max(b.requested, s.requested) * 1e-9:
+            return None
+        held, other = (buy, sell) if excess > 0 else (sell, buy)
+        rule = self._config.unwind
+        unwind_venue = {"hold": None, "reverse": held.result.venue, "complete": other.result.venue}[rule]
+        assert decision.symbol is not None
+        return OpenPosition(
+            decision.id, held.record.account, held.result.venue, decision.symbol, excess, held.result.price,
+            unwind_venue, held.result.market_ts,
+        )  # fmt: skip
+
+    def _exec_ts(self, decision: Decision, venue_or_chain: str) -> int:
+        return max(decision.ts + self._config.latency_of(venue_or_chain), decision.window.not_before_ts)
+
+    def _late(self, decision: Decision, market_ts: int) -> bool:
+        return self._config.respect_deadline and market_ts > decision.window.deadline_ts
+
+    async def _leg(self, decision: Decision, venue: str, side: Side, planned: float | None) -> Leg:
+        assert decision.symbol is not None
+        if is_pool_venue(venue):
+            return await self._pool_leg(decision, venue, side, planned)
+        base, quote = _split(decision.symbol)
+        ts = self._exec_ts(decision, venue)
+        record = LegRecord(missed(venue, side, decision.size, ts, "no_book"), venue, base, quote)
+        book = await self._market.wait_for(
+            lambda: self._market.book_at_or_after(venue, decision.symbol or "", ts), self._wait_s
+        )
+        if book is None:
+            return Leg(record, 0.0, planned)
+        reference = book.best_ask if side == "buy" else book.best_bid
+        limit = None
+        if planned is not None and self._config.cex_limit_bps is not None:
+            slack = self._config.cex_limit_bps / 1e4
+            limit = planned * (1.0 + slack) if side == "buy" else planned * (1.0 - slack)
+        if self._late(decision, book.ts):
+            result = missed(venue, side, decision.size, book.ts, "deadline")
+        else:
+            levels = book.asks if side == "buy" else book.bids
+            result = walk_book(venue, side, levels, decision.size, self._fee[venue], book.ts, limit)
+        predicted = decision.slippage_bps.buy if side == "buy" else decision.slippage_bps.sell
+        return Leg(LegRecord(result, venue, base, quote, None, reference, predicted), 0.0, planned)
+
+    async def _pool_leg(self, decision: Decision, venue: str, side: Side, planned: float | None) -> Leg:
+        assert decision.symbol is not None
+        base, quote = _split(decision.symbol)
+        native = self._config.native_asset
+        latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s)
+        if latest is None:
+            result = missed(venue, side, decision.size, decision.ts, "no_pool")
+            return Leg(LegRecord(result, venue, base, quote), 0.0, planned)
+        ts = self._exec_ts(decision, latest.chain)
+        target = decision.gas.target_block if decision.gas is not None else None
+        block = await self._market.wait_for(lambda: self._market.block_for(venue, ts, target), self._wait_s)
+        predicted = decision.slippage_bps.buy if side == "buy" else decision.slippage_bps.sell
+        if block is None:
+            result = missed(venue, side, decision.size, ts, "no_block")
+            return Leg(LegRecord(result, latest.chain, base, quote, native, None, predicted), 0.0, planned)
+        plan = GasPlan(decision.gas.max_fee_gwei, decision.gas.priority_fee_gwei) if decision.gas else None
+        price_gwei = gas_price_gwei(block.gas, plan)
+        if self._late(decision, block.gas.ts):
+            result = missed(venue, side, decision.size, block.gas.ts, "deadline")
+        elif price_gwei is None:
+            result = missed(venue, side, decision.size, block.gas.ts, "base_fee_above_max_fee")
+        else:
+            limit = None
+            if planned is not None:
+                slack = self._config.dex_tolerance_bps / 1e4
+                limit = planned * (1.0 + slack) if side == "buy" else planned * (1.0 - slack)
+            paid = gas_native(self._config.gas_units_per_swap, price_gwei)
+            result = swap(venue, side, block.pool, decision.size, paid, block.gas.ts, limit)
+        record = LegRecord(result, block.pool.chain, base, quote, native, block.pool.price, predicted)
+        return Leg(record, self._gas_quote(result.gas_native, quote), planned)
+
+    def _gas_quote(self, native_amount: float, quote: str) -> float:
+        if native_amount == 0.0:
+            return 0.0
+        price = self._market.mid_price(f"{self._config.native_asset}/{quote}")
+        return native_amount * price if price is not None else 0.0
+
+    async def unwind(self, position: OpenPosition, not_before_ts: int) -> Unwind | None:
+        """Trade an open position back at market on its unwind venue, at the first book at or after
+        `not_before_ts`; None when nothing traded (no book in time, an empty book, a reverted swap)."""
+        venue = position.unwind_venue
+        if venue is None:
+            return None
+        side: Side = "sell" if position.quantity > 0 else "buy"
+        size = abs(position.quantity)
+        base, quote = _split(position.symbol)
+        if is_pool_venue(venue):
+            latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s)
+            block = None
+            if latest is not None:
+                block = await self._market.wait_for(lambda: self._market.block_for(venue, not_before_ts), self._wait_s)
+            if latest is None or block is None:
+                return None
+            paid = gas_native(self._config.gas_units_per_swap, gas_price_gwei(block.gas, None) or 0.0)
+            result = swap(venue, side, block.pool, size, paid, block.gas.ts)
+            record = LegRecord(result, latest.chain, base, quote, self._config.native_asset, block.pool.price)
+        else:
+            book = await self._market.wait_for(
+                lambda: self._market.book_at_or_after(venue, position.symbol, not_before_ts), self._wait_s
+            )
+            if book is None:
+                return None
+            levels = book.bids if side == "sell" else book.asks
+            result = walk_book(venue, side, levels, size, self._fee.get(venue, 0.0), book.ts)
+            record = LegRecord(result, venue, base, quote, None, levels[0][0])
+        if result.size <= 0.0:
+            return None
+        sign = 1.0 if position.quantity > 0 else -1.0
+        pnl = sign * result.size * (result.price - position.entry_price) - result.fee
+        pnl -= self._gas_quote(result.gas_native, quote)
+        return Unwind(record, pnl, position.quantity - sign * result.size, result.market_ts)
+
+
+def _atomic(leg: Leg) -> Leg:
+    """A swap undone because the other swap of its transaction reverted: gas paid, nothing traded."""
+    r = leg.result
+    if r.status != "filled":
+        return leg
+    undone = LegResult(r.venue, r.side, r.requested, 0.0, 0.0, 0.0, r.gas_native, "reverted", r.market_ts, "atomic")
+    rec = leg.record
+    record = LegRecord(
+        undone, rec.account, rec.base, rec.quote, rec.native, rec.reference_price, rec.predicted_slippage_bps
+    )
+    return Leg(record, leg.gas_quote, leg.planned_price)

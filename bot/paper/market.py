@@ -1,0 +1,143 @@
+"""What the paper trader knows of the markets: recent books, pool states and blocks, and a way to wait for the
+first of them at or after an execution time."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent
+
+POOL_VENUE = re.compile(r"^[a-z0-9_]+:0x[0-9a-fA-F]{40}$")
+"""How strategies name a pool leg's venue: `{dex}:{address}`."""
+
+
+K = TypeVar("K")
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+def is_pool_venue(venue: str) -> bool:
+    return POOL_VENUE.match(venue) is not None
+
+
+def pool_venue(pool: PoolEvent) -> str:
+    return f"{pool.dex}:{pool.pool}"
+
+
+class MarketSource(Protocol):
+    """Anything that hands each accepted market event to its listeners (the remote market view, a test)."""
+
+    def add_listener(self, callback: Callable[[MarketEvent], None]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A pool's state as of a block, and that block's gas."""
+
+    pool: PoolEvent
+    gas: GasEvent
+
+
+class MarketHistory:
+    """The last `depth` books per (venue, symbol), pool states per pool and gas per chain, as they arrive."""
+
+    def __init__(self, depth: int = 512) -> None:
+        self._depth = depth
+        self._books: dict[tuple[str, str], deque[BookEvent]] = {}
+        self._pools: dict[str, deque[PoolEvent]] = {}
+        self._gas: dict[str, deque[GasEvent]] = {}
+        self._changed = asyncio.Event()
+
+    def attach(self, source: MarketSource) -> None:
+        source.add_listener(self.on_event)
+
+    def on_event(self, event: MarketEvent) -> None:
+        """Keep one market event (trades are ignored) and wake whoever waits for one."""
+        if isinstance(event, BookEvent):
+            self._append(self._books, (event.venue, event.symbol), event, lambda held: event.ts < held.ts)
+        elif isinstance(event, PoolEvent):
+            self._append(self._pools, pool_venue(event), event, lambda held: event.block < held.block)
+        elif isinstance(event, GasEvent):
+            self._append(self._gas, event.chain, event, lambda held: event.block <= held.block)
+        else:
+            return
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _append(self, store: dict[K, deque[E]], key: K, event: E, stale: Callable[[E], bool]) -> None:
+        held = store.get(key)
+        if held is None:
+            held = store[key] = deque(maxlen=self._depth)
+        elif stale(held[-1]):
+            return
+        held.append(event)
+
+    def book_at_or_after(self, venue: str, symbol: str, ts: int) -> BookEvent | None:
+        """The first held book of `venue` and `symbol` with `ts` at or after the given one."""
+        for book in self._books.get((venue, symbol), ()):
+            if book.ts >= ts:
+                return book
+        return None
+
+    def latest_book(self, venue: str, symbol: str) -> BookEvent | None:
+        books = self._books.get((venue, symbol))
+        return books[-1] if books else None
+
+    def latest_pool(self, venue: str) -> PoolEvent | None:
+        pools = self._pools.get(venue)
+        return pools[-1] if pools else None
+
+    def block_for(self, venue: str, ts: int, target_block: int | None = None) -> Block | None:
+        """The pool `venue` as of its transaction's block, once that block is settled.
+
+        The block is `target_block`, else the first block at or after `ts`; it is settled once a later block's gas
+        or pool event has come (every Sync log of the block is in by then). A pool is only published when it
+        changes, so its state in a block is the latest one at or before it.
+        """
+        latest = self.latest_pool(venue)
+        if latest is None:
+            return None
+        chain_gas = self._gas.get(latest.chain)
+        if not chain_gas:
+            return None
+        target = next((gas for gas in chain_gas if gas.block >= (target_block or 0) and gas.ts >= ts), None)
+        if target is None:
+            return None
+        head = max(chain_gas[-1].block, latest.block)
+        if head <= target.block:
+            return None
+        state = None
+        for pool in self._pools[venue]:
+            if pool.block > target.block:
+                break
+            state = pool
+        return Block(state, target) if state is not None else None
+
+    def mid_price(self, symbol: str) -> float | None:
+        """A recent mid of `symbol` from any book, else a pool's price: to value gas in quote units."""
+        for (_, book_symbol), books in self._books.items():
+            if book_symbol == symbol and books:
+                return (books[-1].best_bid + books[-1].best_ask) / 2.0
+        for pools in self._pools.values():
+            if pools and pools[-1].symbol == symbol:
+                return pools[-1].price
+        return None
+
+    async def wait_for(self, lookup: Callable[[], T | None], timeout_s: float) -> T | None:
+        """Return `lookup()` as soon as it finds something, re-trying on each new event; None after `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (found := lookup()) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return lookup()
+        return found

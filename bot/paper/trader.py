@@ -1,0 +1,253 @@
+"""The paper trader's loop: decisions from a Redis consumer group, filled, written to the ledger, then published
+and acknowledged, in that order, so a crash at any point neither loses nor doubles a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from bot.bus.channels import Channels
+from bot.bus.codec import DecodeError, decode_message
+from bot.clock import Clock, SystemClock
+from bot.messages import Decision
+from bot.paper.executor import Executor, Rejected
+from bot.paper.ledger import Ledger, OpenPosition
+from bot.paper.settings import PaperConfig
+from bot.rejections import RejectionCounter
+from bot.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+UNWIND_ATTEMPTS = 10
+
+
+@dataclass(slots=True)
+class TraderStats:
+    """What the trader did since it started (the ledger holds the totals across restarts)."""
+
+    received: int = 0
+    recorded: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    rejected: int = 0
+    published: int = 0
+    acked: int = 0
+    unwinds: int = 0
+    redis_errors: int = 0
+    trimmed_unread: int = 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PaperTrader:
+    """Read `arb:stream:decision` as consumer `config.consumer` of group `config.group`."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        channels: Channels,
+        config: PaperConfig,
+        executor: Executor,
+        ledger: Ledger,
+        fill_stream_maxlen: int,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stats = TraderStats()
+        self.rejections = RejectionCounter()
+        self._client = client
+        self._channels = channels
+        self._config = config
+        self._executor = executor
+        self._ledger = ledger
+        self._maxlen = fill_stream_maxlen
+        self._clock = clock or SystemClock()
+        self._stream = channels.decision_stream()
+        self._tasks = TaskSet()
+        self._unwinding: set[str] = set()
+        self._rng = random.Random()
+        self.ready = asyncio.Event()
+        """Set once the consumer group exists and this consumer's pending decisions are handled."""
+
+    async def run(self) -> None:
+        """Consume decisions until cancelled; Redis errors are retried with backoff, never fatal."""
+        for position in self._ledger.open_positions():
+            self._schedule_unwind(position)
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self._consume()
+                except RedisError as exc:
+                    self.stats.redis_errors += 1
+                    delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
+                    attempt += 1
+                    log.warning("paper: redis error (%s); retrying in %.2f s", exc, delay)
+                    await self._clock.sleep(delay)
+        finally:
+            await self._tasks.cancel_all()
+
+    async def _consume(self) -> None:
+        await self._ensure_group()
+        # Our own pending entries first (id 0): decisions read before a crash but never acknowledged.
+        while entries := await self._read("0"):
+            await self._handle_all(entries)
+        self.ready.set()
+        last_claim = self._clock.monotonic()
+        await self._claim_stale()
+        while True:
+            if self._clock.monotonic() - last_claim >= self._config.claim_idle_ms / 1000.0:
+                last_claim = self._clock.monotonic()
+                await self._claim_stale()
+            await self._handle_all(await self._read(">"))
+
+    async def _ensure_group(self) -> None:
+        start = "$" if self._config.start_from == "new" else "0"
+        try:
+            await self._client.xgroup_create(self._stream, self._config.group, id=start, mkstream=True)
+            log.info("paper: created consumer group %s on %s at %s", self._config.group, self._stream, start)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        await self._check_trimmed()
+
+    async def _check_trimmed(self) -> None:
+        """Warn when the stream's cap has trimmed decisions this group never read (the cap was too small)."""
+        info = await self._client.xinfo_stream(self._stream)
+        first = info.get("first-entry")
+        if not first:
+            return
+        for group in await self._client.xinfo_groups(self._stream):
+            if _text(group["name"]) != self._config.group:
+                continue
+            delivered = _text(group["last-delivered-id"])
+            if _id_key(delivered) != (0, 0) and _id_key(delivered) < _id_key(_text(first[0])):
+                self.stats.trimmed_unread += 1
+                log.warning(
+                    "paper: decisions after %s were trimmed from %s before this group read them; raise "
+                    "redis.stream_maxlen (it must hold every decision published while the trader is away)",
+                    delivered,
+                    self._stream,
+                )
+
+    async def _read(self, start: str) -> list[tuple[Any, Any]]:
+        block = None if start == "0" else self._config.block_ms
+        reply: Any = await self._client.xreadgroup(
+            self._config.group, self._config.consumer, {self._stream: start}, count=self._config.read_count, block=block
+        )
+        if not reply:
+            return []
+        entries: list[tuple[Any, Any]] = reply[0][1]
+        return entries
+
+    async def _claim_stale(self) -> None:
+        """Take over decisions another consumer read and never acknowledged (it died) once idle long enough."""
+        start = "0-0"
+        while True:
+            reply = await self._client.xautoclaim(
+                self._stream, self._config.group, self._config.consumer, self._config.claim_idle_ms, start, count=100
+            )
+            start, entries = _text(reply[0]), reply[1]
+            await self._handle_all(entries)
+            if start == "0-0":
+                return
+
+    async def _handle_all(self, entries: list[tuple[Any, Any]]) -> None:
+        for entry_id, fields in entries:
+            await self.handle(_text(entry_id), fields or {})
+
+    async def handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
+        """Act on one stream entry and acknowledge it; bad entries are counted, written down and acknowledged."""
+        self.stats.received += 1
+        payload = fields.get(b"data", fields.get("data"))
+        if payload is None:
+            # A pending entry whose data the stream's cap trimmed away: nothing left to fill.
+            self._reject(entry_id, "trimmed", "entry has no data")
+        else:
+            try:
+                decision = decode_message(payload, "decision")
+                assert isinstance(decision, Decision)
+                self._executor.check(decision)
+            except (DecodeError, Rejected) as exc:
+                self._reject(entry_id, exc.reason, str(exc))
+            else:
+                try:
+                    await self._execute(entry_id, decision)
+                except RedisError:
+                    raise  # not acknowledged: read again from the pending list once Redis is back
+                except Exception as exc:
+                    # A decision that breaks the simulation must not come back after every restart.
+                    log.exception("paper: decision %s failed", decision.id)
+                    self._reject(entry_id, "internal_error", repr(exc))
+        await self._client.xack(self._stream, self._config.group, entry_id)
+        self.stats.acked += 1
+
+    def _reject(self, entry_id: str, reason: str, detail: str) -> None:
+        self.stats.rejected += 1
+        self.rejections.reject("decision", reason, f"{entry_id}: {detail}")
+        self._ledger.record_rejection(entry_id, reason, detail)
+
+    async def _execute(self, entry_id: str, decision: Decision) -> None:
+        if self._ledger.has(decision.id):
+            # Delivered again (a crash between commit and ack): publish the recorded Fill again, same id.
+            self.stats.duplicates += 1
+            if (stored := self._ledger.fill_json(decision.id)) is not None and decision.symbol is not None:
+                await self._publish(decision.symbol, stored)
+            return
+        execution, fill = await self._executor.execute(decision, entry_id)
+        if not self._ledger.record(execution):
+            self.stats.duplicates += 1
+        self.stats.recorded[execution.status] += 1
+        if fill is not None and execution.fill_json is not None and fill.symbol is not None:
+            await self._publish(fill.symbol, execution.fill_json)
+        if execution.position is not None:
+            self._schedule_unwind(execution.position)
+
+    async def _publish(self, symbol: str, payload: bytes) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.publish(self._channels.fill(symbol), payload)
+            pipe.xadd(self._channels.fill_stream(), {"data": payload}, maxlen=self._maxlen, approximate=True)
+            await pipe.execute()
+        self.stats.published += 1
+
+    def _schedule_unwind(self, position: OpenPosition) -> None:
+        if position.unwind_venue is None or position.decision_id in self._unwinding:
+            return
+        self._unwinding.add(position.decision_id)
+        self._tasks.spawn(self._unwind(position), f"paper:unwind:{position.decision_id}")
+
+    async def _unwind(self, position: OpenPosition) -> None:
+        """Unwind by the config's rule: first at the book at or after fill time + `unwind_after_ms`, then at the
+        next books, up to UNWIND_ATTEMPTS times; what is left stays open in the ledger (and in the report)."""
+        try:
+            not_before = position.opened_ts + self._config.unwind_after_ms
+            for _ in range(UNWIND_ATTEMPTS):
+                done = await self._executor.unwind(position, not_before)
+                if done is not None:
+                    if not self._ledger.unwind(position, (done.leg,), done.pnl, done.remaining, done.ts):
+                        return
+                    self.stats.unwinds += 1
+                    if abs(done.remaining) <= 1e-12 * abs(position.quantity):
+                        return
+                    position = dataclasses.replace(position, quantity=done.remaining)
+                    not_before = done.ts + 1
+            log.warning(
+                "paper: position of decision %s still open after %d unwind attempts",
+                position.decision_id,
+                UNWIND_ATTEMPTS,
+            )
+        finally:
+            self._unwinding.discard(position.decision_id)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
