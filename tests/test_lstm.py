@@ -288,3 +288,47 @@ def test_forward_results_survive_later_calls() -> None:
         np.testing.assert_array_equal(first, kept)
         train_out, _ = model.forward_train(first_x)
         np.testing.assert_allclose(train_out, kept, rtol=1e-6)
+
+
+def test_forward_uses_parameters_updated_in_place() -> None:
+    # forward caches fused weights: an in-place update (as Adam makes) and a replaced array must both be seen.
+    rng = np.random.default_rng(4)
+    model = LSTM.init(3, 4, 2, rng, np.float64)
+    x = rng.normal(size=(2, 5, 3))
+    before = model.forward(x)
+    for name, value in model.params.items():
+        value += 0.1 * rng.normal(size=value.shape)
+        after = model.forward(x)
+        fresh = LSTM.from_state_dict(model.state_dict(), dtype=np.float64).forward(x)
+        np.testing.assert_array_equal(after, fresh, err_msg=name)
+        assert not np.allclose(after, before), name
+        before = after
+    model.params["bias_hh_l1"] = model.params["bias_hh_l1"] + 1.0
+    np.testing.assert_array_equal(
+        model.forward(x), LSTM.from_state_dict(model.state_dict(), dtype=np.float64).forward(x)
+    )
+
+
+def test_adam_steps_reach_forward_and_forward_train() -> None:
+    rng = np.random.default_rng(6)
+    model = LSTM.init(3, 4, 1, rng)
+    x = rng.normal(size=(3, 6, 3)).astype(np.float32)
+    adam = Adam(model.params, lr=0.05)
+    for _ in range(3):
+        out, cache = model.forward_train(x)
+        np.testing.assert_allclose(model.forward(x), out, rtol=1e-6)
+        grads, _ = model.backward(cache, np.ones_like(out))
+        adam.step(grads)
+        np.testing.assert_allclose(model.forward(x), model.forward_train(x)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_batch_sizes_agree_with_one_sample_at_a_time(batch: int) -> None:
+    rng = np.random.default_rng(batch)
+    model = LSTM.init(12, 8, 2, rng, np.float64)
+    x = rng.normal(size=(batch, 7, 12))
+    together = model.forward(x)
+    alone = np.concatenate([model.forward(x[b : b + 1]) for b in range(batch)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-14)
+    train_out, _ = model.forward_train(x)
+    np.testing.assert_allclose(train_out, together, rtol=0, atol=1e-14)

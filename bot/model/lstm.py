@@ -1,8 +1,14 @@
 """A stacked LSTM in NumPy, laid out exactly like `torch.nn.LSTM` (gates i, f, g, o; same state-dict names).
 
-Internally each layer's gate rows are reordered to (o, i, f, g) so the three sigmoid gates are contiguous and the
-three gates driven by the cell gradient (i, f, g) are contiguous too; the sigmoid rows are pre-scaled by 1/2 so one
-`tanh` over all four gates gives every activation (sigmoid(z) = (1 + tanh(z / 2)) / 2, and halving is exact).
+How a step stays cheap (each NumPy call costs ~0.3 µs however small, so the step loop counts calls):
+
+- Arrays are feature-major and batch-last, (rows, time, batch): each gate block of a step is a contiguous run of
+  rows, and the weight gradient of a whole layer is a single GEMM over all steps.
+- Each step is one GEMM of fused weights [W_ih | W_hh | b] (4H × (F + H + 1)) on the stacked column block
+  [x_t; h_{t-1}; 1] (the row of ones carries the bias); the step writes h_t straight into the next block.
+- Gate rows are reordered to (o, i, f, g) and followed by a slot holding c_{t-1}, so the three sigmoid gates are
+  contiguous, and [i; f] * [g; c_{t-1}] is one multiply. The sigmoid rows of the fused weights are pre-scaled by
+  1/2, so one `tanh` activates all gates: sigmoid(z) = (1 + tanh(z / 2)) / 2, and halving is exact.
 """
 
 from __future__ import annotations
@@ -26,16 +32,21 @@ def _internal_order(hidden: int) -> NDArray[np.intp]:
     return np.concatenate(blocks)
 
 
+def _steps(rows: Array) -> list[Array]:
+    """Return the per-step views rows[:, t, :] of a (rows, time, batch) array."""
+    return list(rows.transpose(1, 0, 2))
+
+
 @dataclass
 class _LayerCache:
-    """What one layer's forward pass keeps for backpropagation (all time-major)."""
+    """What one layer's forward pass keeps for backpropagation; arrays are (rows, time, batch)."""
 
-    inputs: Array  # (T, B, F) the layer's input, after dropout
-    acts: Array  # (T, B, 4H) gate activations, internal order (o, i, f, g)
-    hs: Array  # (T + 1, B, H) hidden states, hs[0] = 0
-    cs: Array  # (T + 1, B, H) cell states, cs[0] = 0
-    tcs: Array  # (T, B, H) tanh of the cell states
-    mask: Array | None  # (T, B, F) inverted-dropout mask applied to `inputs`, or None
+    stack: Array  # (F + H + 1, T + 1, B): column t is [x_t; h_{t-1}; 1]; the h rows of column T hold h_{T-1}
+    acts: Array  # (5H, T + 1, B): gate activations (o, i, f, g) at t, then c_{t-1}; column T holds only c_{T-1}
+    tcs: Array  # (H, T, B) tanh of the cell states
+    mask: Array | None  # (F, T, B) inverted-dropout mask applied to the layer's input, or None
+    w_ih: Array  # (4H, F) the input weights the pass used, internal order, unscaled
+    w_hh_t: Array  # (H, 4H) the recurrent weights the pass used, internal order, unscaled, transposed
 
 
 @dataclass
@@ -44,6 +55,26 @@ class LSTMCache:
 
     batch_first_shape: tuple[int, int, int]
     layers: list[_LayerCache] = field(default_factory=list)
+
+
+@dataclass
+class _Fused:
+    """One layer's fused step weights, with the parameter bytes they were built from."""
+
+    weights: Array  # (4H, F + H + 1), internal order, sigmoid rows halved
+    source: tuple[bytes, ...]
+
+
+@dataclass
+class _Plan:
+    """Reusable buffers and per-step views for `forward` at one (batch, time) shape."""
+
+    stacks: list[Array]  # per layer (F + H + 1, T + 1, B)
+    gates: Array  # (5H, B): (o, i, f, g) of the current step, then c_{t-1}
+    products: Array  # (2H, B): [i * g; f * c_{t-1}]
+    tanh_c: Array  # (H, B)
+    inputs: list[list[Array]]  # per layer, per step: the stacked column block
+    hiddens: list[list[Array]]  # per layer, per step: where h_t goes
 
 
 class LSTM:
@@ -57,21 +88,11 @@ class LSTM:
         self.num_layers = num_layers
         self._order = _internal_order(hidden_size)
         self._inverse = np.argsort(self._order)
-        # Scratch arrays reused across calls: fresh large arrays cost a page fault per 4 KiB on every call,
-        # which doubled the forward time. Not thread-safe: use one LSTM per thread.
-        self._scratch: dict[str, Array] = {}
-
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> Array:
-        """Return a reusable uninitialised array for `key`, reallocating only when the shape or dtype changes."""
-        buf = self._scratch.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
-            buf = np.empty(shape, dtype=self.dtype)
-            self._scratch[key] = buf
-        return buf
-
-    def _array(self, key: str, shape: tuple[int, ...], reuse: bool) -> Array:
-        """Return scratch space when `reuse`, else a fresh array (kept by a training cache)."""
-        return self._buffer(key, shape) if reuse else np.empty(shape, dtype=self.dtype)
+        # Inference state reused across `forward` calls: fresh arrays cost a page fault per 4 KiB, and building
+        # the per-step views costs as much as the steps' arithmetic at batch 1. Not thread-safe: one LSTM per thread.
+        self._fused: list[_Fused | None] = [None] * num_layers
+        self._plan: _Plan | None = None
+        self._half = np.array(0.5, dtype=self.dtype)  # a 0-d array: a Python float costs a conversion per call
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -148,136 +169,233 @@ class LSTM:
 
     def forward(self, x: Array) -> Array:
         """Return the top layer's outputs (batch, time, hidden) for inputs (batch, time, features)."""
-        outputs, _ = self._forward(x, 0.0, None, reuse=True)
-        return outputs
+        x = self._check_input(x)
+        batch, time, _ = x.shape
+        plan = self._plan
+        if (
+            plan is None
+            or plan.gates.shape[1] != batch
+            or len(plan.inputs[0]) != time
+            or plan.gates.dtype != self.dtype
+        ):
+            plan = self._plan = self._make_plan(batch, time)
+            self._half = np.array(0.5, dtype=self.dtype)
+        hidden, features = self.hidden_size, self.input_size
+        stack = plan.stacks[0]
+        np.copyto(stack[:features, :time], x.transpose(2, 1, 0))
+        for k in range(self.num_layers):
+            if k:
+                below = plan.stacks[k - 1]
+                np.copyto(plan.stacks[k][:hidden, :time], below[-1 - hidden : -1, 1:])
+            self._steps_inference(self._weights(k), plan, k)
+        top = plan.stacks[-1]
+        return np.ascontiguousarray(top[-1 - hidden : -1, 1:].transpose(2, 1, 0))
+
+    def _check_input(self, x: Array) -> Array:
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != self.input_size or x.shape[1] < 1:
+            raise ValueError(f"x must have shape (batch, time >= 1, {self.input_size}), got {x.shape}")
+        return x
+
+    def _make_plan(self, batch: int, time: int) -> _Plan:
+        hidden = self.hidden_size
+        stacks = []
+        for k in range(self.num_layers):
+            stack = self._new_stack(k, batch, time)
+            stacks.append(stack)
+        gates = np.zeros((5 * hidden, batch), dtype=self.dtype)
+        return _Plan(
+            stacks=stacks,
+            gates=gates,
+            products=np.empty((2 * hidden, batch), dtype=self.dtype),
+            tanh_c=np.empty((hidden, batch), dtype=self.dtype),
+            inputs=[_steps(stack[:, :time]) for stack in stacks],
+            hiddens=[_steps(stack[-1 - hidden : -1, 1:]) for stack in stacks],
+        )
+
+    def _new_stack(self, k: int, batch: int, time: int) -> Array:
+        """Return a (F + H + 1, T + 1, B) stack with h_{-1} = 0 and the row of ones set; the x rows are unset."""
+        features = self.input_size if k == 0 else self.hidden_size
+        stack = np.empty((features + self.hidden_size + 1, time + 1, batch), dtype=self.dtype)
+        stack[features:, 0] = 0
+        stack[-1] = 1
+        return stack
+
+    def _weights(self, k: int) -> Array:
+        """Return layer `k`'s fused step weights, rebuilt when any of its parameters changed (compared by bytes)."""
+        source = tuple(self.params[f"{kind}_l{k}"].tobytes() for kind in _KINDS)
+        cached = self._fused[k]
+        if cached is None or cached.source != source or cached.weights.dtype != self.dtype:
+            cached = self._fused[k] = _Fused(self._fuse(k), source)
+        return cached.weights
+
+    def _fuse(self, k: int) -> Array:
+        """Build layer `k`'s fused step weights [W_ih | W_hh | b_ih + b_hh], internal order, sigmoid rows halved."""
+        w_ih, w_hh = self.params[f"weight_ih_l{k}"], self.params[f"weight_hh_l{k}"]
+        bias = self.params[f"bias_ih_l{k}"] + self.params[f"bias_hh_l{k}"]
+        fused = np.concatenate([w_ih, w_hh, bias[:, None]], axis=1)[self._order].astype(self.dtype)
+        fused[: 3 * self.hidden_size] *= 0.5
+        return fused
+
+    def _steps_inference(self, weights: Array, plan: _Plan, k: int) -> None:
+        """Run layer `k` over its stack in `plan`: 8 NumPy calls per step, all on preallocated arrays."""
+        hidden = self.hidden_size
+        gates = plan.gates
+        four, sig, i_f, g_c = gates[: 4 * hidden], gates[: 3 * hidden], gates[hidden : 3 * hidden], gates[3 * hidden :]
+        cell, out_gate = gates[4 * hidden :], gates[:hidden]
+        products, tanh_c = plan.products, plan.tanh_c
+        ig, fc = products[:hidden], products[hidden:]
+        half = self._half
+        dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
+        cell[...] = 0
+        for column, h in zip(plan.inputs[k], plan.hiddens[k], strict=True):
+            dot(weights, column, out=four)
+            tanh(four, out=four)
+            multiply(sig, half, out=sig)
+            add(sig, half, out=sig)
+            multiply(i_f, g_c, out=products)
+            add(ig, fc, out=cell)
+            tanh(cell, out=tanh_c)
+            multiply(out_gate, tanh_c, out=h)
 
     def forward_train(
         self, x: Array, dropout: float = 0.0, rng: np.random.Generator | None = None
     ) -> tuple[Array, LSTMCache]:
         """Run forward keeping what `backward` needs; `dropout` (inverted) applies between layers only."""
-        return self._forward(x, dropout, rng, reuse=False)
-
-    def _forward(
-        self, x: Array, dropout: float, rng: np.random.Generator | None, reuse: bool
-    ) -> tuple[Array, LSTMCache]:
-        """Run all layers; with `reuse` the intermediate arrays are scratch space, so the cache is not kept."""
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if dropout > 0.0 and rng is None:
             raise ValueError("dropout needs an rng")
-        x = np.asarray(x)
-        if x.ndim != 3 or x.shape[2] != self.input_size or x.shape[1] < 1:
-            raise ValueError(f"x must have shape (batch, time >= 1, {self.input_size}), got {x.shape}")
+        x = self._check_input(x)
         batch, time, _ = x.shape
-        cache = LSTMCache(batch_first_shape=(batch, time, self.input_size))
-        layer_in = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)
-        for k in range(self.num_layers):
-            mask = None
-            if k > 0 and dropout > 0.0 and rng is not None:
-                keep = rng.random(layer_in.shape) >= dropout
-                mask = keep.astype(self.dtype) / self.dtype.type(1.0 - dropout)
-                layer_in = layer_in * mask
-            layer = self._layer_forward(k, layer_in, mask, reuse)
-            if not reuse:
-                cache.layers.append(layer)
-            layer_in = layer.hs[1:]
-        return layer_in.transpose(1, 0, 2).copy(), cache  # a copy: layer_in may be scratch space
-
-    def _layer_forward(self, k: int, xs: Array, mask: Array | None, reuse: bool) -> _LayerCache:
-        """Run layer `k` over time-major inputs: one GEMM for all input projections, then one GEMM per step."""
         hidden = self.hidden_size
-        h3 = 3 * hidden
-        time, batch, features = xs.shape
-        scale = np.ones(4 * hidden, dtype=self.dtype)
-        scale[:h3] = 0.5  # sigmoid rows: sigmoid(z) = (1 + tanh(z / 2)) / 2
-        shift = np.zeros(4 * hidden, dtype=self.dtype)
-        shift[:h3] = 0.5
-        w_ih = self.params[f"weight_ih_l{k}"][self._order] * scale[:, None]
-        w_hh_t = np.ascontiguousarray((self.params[f"weight_hh_l{k}"][self._order] * scale[:, None]).T)
-        bias = (self.params[f"bias_ih_l{k}"] + self.params[f"bias_hh_l{k}"])[self._order] * scale
-        acts = self._array(f"acts{k}", (time, batch, 4 * hidden), reuse)
-        np.matmul(xs.reshape(time * batch, features), w_ih.T, out=acts.reshape(time * batch, 4 * hidden))
-        acts += bias
-        hs = self._array(f"hs{k}", (time + 1, batch, hidden), reuse)
-        cs = self._array(f"cs{k}", (time + 1, batch, hidden), reuse)
-        hs[0] = 0
-        cs[0] = 0
-        tcs = self._array(f"tcs{k}", (time, batch, hidden), reuse)
-        rec = self._buffer("rec", (batch, 4 * hidden))
-        ig = self._buffer("ig", (batch, hidden))
-        for t in range(time):  # 10 NumPy calls per step (8 on the first)
-            gates = acts[t]
-            if t:  # h_0 = 0: the first step has no recurrent term
-                np.matmul(hs[t], w_hh_t, out=rec)
-                np.add(gates, rec, out=gates)
-            np.tanh(gates, out=gates)
-            np.multiply(gates, scale, out=gates)  # full rows with a broadcast row beat strided slices
-            np.add(gates, shift, out=gates)
-            c = cs[t + 1]
-            np.multiply(gates[:, 2 * hidden : h3], cs[t], out=c)  # f * c_prev
-            np.multiply(gates[:, hidden : 2 * hidden], gates[:, h3:], out=ig)  # i * g
-            np.add(c, ig, out=c)
-            np.tanh(c, out=tcs[t])
-            np.multiply(gates[:, :hidden], tcs[t], out=hs[t + 1])  # o * tanh(c)
-        return _LayerCache(inputs=xs, acts=acts, hs=hs, cs=cs, tcs=tcs, mask=mask)
+        cache = LSTMCache(batch_first_shape=(batch, time, self.input_size))
+        below: Array | None = None
+        for k in range(self.num_layers):
+            stack = self._new_stack(k, batch, time)
+            features = stack.shape[0] - hidden - 1
+            mask = None
+            if below is None:
+                np.copyto(stack[:features, :time], x.transpose(2, 1, 0))
+            elif dropout > 0.0 and rng is not None:
+                keep = rng.random(below.shape) >= dropout
+                mask = keep.astype(self.dtype) / self.dtype.type(1.0 - dropout)
+                np.multiply(below, mask, out=stack[:features, :time])
+            else:
+                np.copyto(stack[:features, :time], below)
+            layer = self._layer_train(k, stack, mask)
+            cache.layers.append(layer)
+            below = stack[-1 - hidden : -1, 1:]
+        top = cache.layers[-1].stack[-1 - hidden : -1, 1:]
+        return np.ascontiguousarray(top.transpose(2, 1, 0)), cache
+
+    def _layer_train(self, k: int, stack: Array, mask: Array | None) -> _LayerCache:
+        """Run layer `k` over `stack` keeping every step's activations; the weights are fused afresh."""
+        hidden = self.hidden_size
+        _, columns, batch = stack.shape
+        time = columns - 1
+        weights = self._fuse(k)
+        acts = np.empty((5 * hidden, time + 1, batch), dtype=self.dtype)
+        acts[4 * hidden :, 0] = 0
+        tcs = np.empty((hidden, time, batch), dtype=self.dtype)
+        products = np.empty((2 * hidden, batch), dtype=self.dtype)
+        ig, fc = products[:hidden], products[hidden:]
+        half = np.array(0.5, dtype=self.dtype)
+        matmul, tanh, multiply, add = np.matmul, np.tanh, np.multiply, np.add
+        steps = zip(
+            _steps(stack[:, :time]),
+            _steps(acts[: 4 * hidden, :time]),
+            _steps(acts[: 3 * hidden, :time]),
+            _steps(acts[hidden : 3 * hidden, :time]),
+            _steps(acts[3 * hidden :, :time]),
+            _steps(acts[4 * hidden :, 1:]),
+            _steps(acts[:hidden, :time]),
+            _steps(tcs),
+            _steps(stack[-1 - hidden : -1, 1:]),
+            strict=True,
+        )
+        for column, four, sig, i_f, g_c, cell, out_gate, tanh_c, h in steps:  # 8 NumPy calls per step
+            matmul(weights, column, out=four)
+            tanh(four, out=four)
+            multiply(sig, half, out=sig)
+            add(sig, half, out=sig)
+            multiply(i_f, g_c, out=products)
+            add(ig, fc, out=cell)
+            tanh(cell, out=tanh_c)
+            multiply(out_gate, tanh_c, out=h)
+        w_ih = self.params[f"weight_ih_l{k}"][self._order].astype(self.dtype)
+        w_hh_t = np.ascontiguousarray(self.params[f"weight_hh_l{k}"][self._order].T, dtype=self.dtype)
+        return _LayerCache(stack=stack, acts=acts, tcs=tcs, mask=mask, w_ih=w_ih, w_hh_t=w_hh_t)
 
     def backward(self, cache: LSTMCache, d_outputs: Array) -> tuple[dict[str, Array], Array]:
         """Backpropagate through time: return gradients named like `state_dict` and the gradient w.r.t. x."""
         batch, time, _ = cache.batch_first_shape
-        expected = (batch, time, self.hidden_size)
+        hidden = self.hidden_size
+        expected = (batch, time, hidden)
         if d_outputs.shape != expected:
             raise ValueError(f"d_outputs must have shape {expected}, got {d_outputs.shape}")
-        d_h = np.ascontiguousarray(d_outputs.transpose(1, 0, 2), dtype=self.dtype)
+        d_h = np.ascontiguousarray(np.asarray(d_outputs).transpose(2, 1, 0), dtype=self.dtype)
         grads: dict[str, Array] = {}
         for k in reversed(range(self.num_layers)):
             layer = cache.layers[k]
-            w_ih = self.params[f"weight_ih_l{k}"][self._order]
-            w_hh = self.params[f"weight_hh_l{k}"][self._order]
-            d_z = self._layer_backward(d_h, layer, w_hh)
-            four_h = 4 * self.hidden_size
-            flat = d_z.reshape(time * batch, four_h)
-            inputs = layer.inputs.reshape(time * batch, -1)
-            grads[f"weight_ih_l{k}"] = (flat.T @ inputs)[self._inverse]
-            prev_h = layer.hs[1:time].reshape((time - 1) * batch, self.hidden_size)
-            grads[f"weight_hh_l{k}"] = (flat[batch:].T @ prev_h)[self._inverse]
-            d_bias = flat.sum(axis=0)[self._inverse]
-            grads[f"bias_ih_l{k}"] = d_bias
-            grads[f"bias_hh_l{k}"] = d_bias.copy()
-            d_h = (flat @ w_ih).reshape(time, batch, -1)
+            d_z = self._layer_backward(d_h, layer).reshape(4 * hidden, time * batch)
+            features = layer.w_ih.shape[1]
+            columns = layer.stack[:, :time].reshape(-1, time * batch)
+            d_w = (d_z @ columns.T)[self._inverse]  # all steps' [W_ih | W_hh | b] gradients in one GEMM
+            grads[f"weight_ih_l{k}"] = np.ascontiguousarray(d_w[:, :features])
+            grads[f"weight_hh_l{k}"] = np.ascontiguousarray(d_w[:, features:-1])
+            grads[f"bias_ih_l{k}"] = d_w[:, -1].copy()
+            grads[f"bias_hh_l{k}"] = d_w[:, -1].copy()
+            d_h = (layer.w_ih.T @ d_z).reshape(features, time, batch)
             if layer.mask is not None:
                 d_h *= layer.mask
         ordered = {name: grads[name] for name in self.params}
-        return ordered, np.ascontiguousarray(d_h.transpose(1, 0, 2))
+        return ordered, np.ascontiguousarray(d_h.transpose(2, 1, 0))
 
-    def _layer_backward(self, d_out: Array, layer: _LayerCache, w_hh: Array) -> Array:
-        """Return the gradient w.r.t. one layer's gate pre-activations (T, B, 4H), internal order (o, i, f, g)."""
-        time, batch, hidden = d_out.shape
-        h3 = 3 * hidden
+    def _layer_backward(self, d_out: Array, layer: _LayerCache) -> Array:
+        """Return the gradient w.r.t. one layer's gate pre-activations (4H, T, B), internal order (o, i, f, g)."""
+        hidden, time, batch = d_out.shape
         acts, tcs = layer.acts, layer.tcs
-        o, i, f, g = (acts[..., j * hidden : (j + 1) * hidden] for j in range(4))
-        # Local multipliers, vectorised over all steps: dz_o = dh * P_o and dz_{i,f,g} = dc * P_{i,f,g}.
-        local = self._buffer("local", acts.shape)
-        local[..., :hidden] = tcs * o * (1 - o)
-        local[..., hidden : 2 * hidden] = g * i * (1 - i)
-        local[..., 2 * hidden : h3] = layer.cs[:-1] * f * (1 - f)
-        local[..., h3:] = i * (1 - g * g)
-        dc_dh = o * (1 - tcs * tcs)  # d c_t / d h_t through h_t = o * tanh(c_t)
-        d_z = self._buffer("d_z", acts.shape)
-        dh = self._buffer("dh", (batch, hidden))
-        dh_next = np.zeros((batch, hidden), dtype=acts.dtype)
-        dc = self._buffer("dc", (batch, hidden))
-        dc_next = np.zeros((batch, hidden), dtype=acts.dtype)
-        for t in reversed(range(time)):  # 7 NumPy calls per step
-            np.add(d_out[t], dh_next, out=dh)
-            np.multiply(dh, dc_dh[t], out=dc)
-            np.add(dc, dc_next, out=dc)
-            dz_t = d_z[t]
-            np.multiply(dh, local[t, :, :hidden], out=dz_t[:, :hidden])
-            np.multiply(
-                local[t, :, hidden:].reshape(batch, 3, hidden),
-                dc[:, None, :],
-                out=dz_t[:, hidden:].reshape(batch, 3, hidden),
-            )
-            np.multiply(dc, f[t], out=dc_next)
-            np.matmul(dz_t, w_hh, out=dh_next)
-        return d_z
+        dtype = acts.dtype
+        # Local multipliers, vectorised over all steps: dz_o = dh * L_o and dz_{i,f,g} = dc * L_{i,f,g}.
+        sig = acts[: 3 * hidden, :time]
+        slope = sig * (1 - sig)  # sigmoid'(z) for o, i, f
+        local = np.empty((4, hidden, time, batch), dtype=dtype)
+        np.multiply(slope[:hidden], tcs, out=local[0])
+        gate_in = acts[3 * hidden :, :time].reshape(2, hidden, time, batch)  # [g; c_{t-1}]
+        np.multiply(slope[hidden:].reshape(2, hidden, time, batch), gate_in, out=local[1:3])
+        g = acts[3 * hidden : 4 * hidden, :time]
+        np.multiply(acts[hidden : 2 * hidden, :time], 1 - g * g, out=local[3])
+        # carry[:, t] = [d c_t / d h_t; f_{t+1}]: one multiply and one add take (dh, dc_{t+1}) to dc_t.
+        carry = np.empty((2 * hidden, time, batch), dtype=dtype)
+        np.multiply(acts[:hidden, :time], 1 - tcs * tcs, out=carry[:hidden])
+        carry[hidden:, : time - 1] = acts[2 * hidden : 3 * hidden, 1:time]
+        carry[hidden:, time - 1] = 0
+        d_z = np.empty((4, hidden, time, batch), dtype=dtype)
+        d_flat = d_z.reshape(4 * hidden, time, batch)
+        w_hh_t = layer.w_hh_t
+        both = np.zeros((2 * hidden, batch), dtype=dtype)  # [dh_t; dc_t], dc_T = 0
+        dh, dc = both[:hidden], both[hidden:]
+        dc3 = dc[None]
+        terms = np.empty((2 * hidden, batch), dtype=dtype)
+        term_h, term_c = terms[:hidden], terms[hidden:]
+        dh_next = np.zeros((hidden, batch), dtype=dtype)
+        add, multiply, dot = np.add, np.multiply, np.dot
+        steps = zip(
+            _steps(d_out),
+            _steps(carry),
+            _steps(local[0]),
+            list(local[1:].transpose(2, 0, 1, 3)),
+            _steps(d_z[0]),
+            list(d_z[1:].transpose(2, 0, 1, 3)),
+            _steps(d_flat),
+            strict=True,
+        )
+        for d_out_t, carry_t, local_o, local_ifg, dz_o, dz_ifg, dz_t in reversed(list(steps)):  # 6 calls per step
+            add(d_out_t, dh_next, out=dh)
+            multiply(both, carry_t, out=terms)
+            add(term_h, term_c, out=dc)
+            multiply(dh, local_o, out=dz_o)
+            multiply(local_ifg, dc3, out=dz_ifg)
+            dot(w_hh_t, dz_t, out=dh_next)
+        return d_flat
