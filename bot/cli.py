@@ -135,24 +135,55 @@ def record(
 
 @app.command()
 def simulate(
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="config with simulated venues (and chain.local_pools)")
-    ],
     duration: Annotated[float, typer.Option(help="simulated seconds")],
     out: Annotated[Path, typer.Option(help="recording to write (.jsonl or .jsonl.gz)")],
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="a named market (calm, volatile, lead_lag, thin, gas_spike) on config/demo.yaml's venues and fees; "
+            "takes no --config"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="config with simulated venues (and chain.local_pools); not with --scenario"
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="simulator seed (default: the scenario's or config's, 7)")] = None,
     chain_block_time: Annotated[float | None, typer.Option(help="simulated block time, s (default 12)")] = None,
 ) -> None:
-    """Write a recording straight from the market (and chain) simulator: no servers, no network, reproducible."""
+    """Write a recording straight from the market (and chain) simulator: no servers, no network, reproducible.
+
+    Give either --scenario NAME or --config FILE (a scenario is a complete config: its venues and fees are
+    config/demo.yaml's, so a model trained with -c config/demo.yaml knows them).
+    """
     from bot.recording import RecordingError
+    from bot.sim.scenarios import UnknownScenario, scenario_config
     from bot.simulate import SimulateError
     from bot.simulate import simulate as run_simulation
 
     _positive(duration, "--duration")
-    cfg = _load(config)
+    if scenario is not None and config is not None:
+        raise _fail("give --scenario or --config, not both: a scenario is a complete config")
+    if scenario is None and config is None:
+        raise _fail("give --scenario NAME (calm, volatile, lead_lag, thin, gas_spike) or --config FILE")
+    if scenario is not None:
+        try:
+            cfg = scenario_config(scenario) if seed is None else scenario_config(scenario, seed)
+        except UnknownScenario as exc:
+            raise _fail(str(exc)) from None
+        source = f"scenario {scenario}"
+    else:
+        assert config is not None
+        cfg = _load(config)
+        source = str(config)
+        if seed is not None and cfg.simulator is not None:
+            cfg = cfg.model_copy(update={"simulator": cfg.simulator.model_copy(update={"seed": seed})})
     try:
         summary = run_simulation(cfg, duration, out, chain_block_time_s=chain_block_time)
     except SimulateError as exc:
-        raise _fail(f"{config}: {exc}") from None
+        raise _fail(f"{source}: {exc}") from None
     except RecordingError as exc:
         raise _fail(str(exc)) from None
     print(

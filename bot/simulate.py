@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import RootConfig
+from bot.config import RootConfig, SimulatorConfig
 from bot.events import BookEvent, TradeEvent
 from bot.recording import RecordingWriter
 from bot.sim.chain import ChainSimParams, ChainSimulator
@@ -58,6 +58,18 @@ def _market_simulator(config: RootConfig) -> MarketSimulator:
     return MarketSimulator(config.simulator, venues)
 
 
+def chain_sim_params(sim: SimulatorConfig) -> ChainSimParams:
+    """Return the chain simulator's parameters: the mainnet defaults with the simulator section's `gas_*` overrides."""
+    params = ChainSimParams()
+    if sim.gas_demand_base_fee_gwei is not None:
+        params = dataclasses.replace(params, demand_base_fee_gwei=sim.gas_demand_base_fee_gwei)
+    if sim.gas_burst_probability is not None:
+        params = dataclasses.replace(params, burst_probability=sim.gas_burst_probability)
+    if sim.gas_burst_continue is not None:
+        params = dataclasses.replace(params, burst_continue=sim.gas_burst_continue)
+    return params
+
+
 def _chain_simulator(config: RootConfig, market: MarketSimulator, block_time_s: float | None) -> ChainSimulator | None:
     chain = config.chain
     if chain is None or not chain.local_pools:
@@ -65,7 +77,7 @@ def _chain_simulator(config: RootConfig, market: MarketSimulator, block_time_s: 
     unpriced = sorted({p.symbol for p in chain.local_pools} - set(market.symbols))
     if unpriced:
         raise SimulateError(f"chain.local_pools: {unpriced} are not traded by any simulated venue, so have no price")
-    params = ChainSimParams()
+    params = chain_sim_params(market.config)
     if block_time_s is not None:
         if not block_time_s > 0.0:
             raise SimulateError(f"the chain block time must be > 0 s, got {block_time_s}")

@@ -53,6 +53,10 @@ class SimTrade:
     side: str
 
 
+_MAX_LOG_VOL = math.log(10.0)
+"""Volatility stays within 10× its mean, however many jumps come in a row."""
+
+
 def _stream_rng(seed: int, *names: str) -> np.random.Generator:
     # A stable per-stream seed, so adding a venue does not change the others' paths.
     return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])
@@ -81,11 +85,13 @@ class _FairPrice:
         self._rng = rng
         self._log_price = math.log(cfg.start_price)
         self._history: deque[float] = deque([self._log_price], maxlen=history)
-        # Log volatility: an Ornstein-Uhlenbeck process around -η² so that the mean variance is volatility_bps².
+        # Log volatility: an Ornstein-Uhlenbeck process around -η², less what the jumps' kicks add on average, so
+        # that the mean variance stays near volatility_bps².
         self._stochastic = cfg.vol_of_vol > 0.0 or cfg.jump_vol_kick > 0.0
-        self._vol_mean = -(cfg.vol_of_vol**2)
-        self._log_vol = self._vol_mean
         self._vol_decay = math.exp(-math.log(2.0) * tick_s / cfg.vol_half_life_s)
+        kicks = self._jump_probability * cfg.jump_vol_kick / (1.0 - self._vol_decay)
+        self._vol_mean = -(cfg.vol_of_vol**2) - kicks
+        self._log_vol = self._vol_mean + kicks
         self._vol_step = cfg.vol_of_vol * math.sqrt(1.0 - self._vol_decay**2)
         self._vol_kick = cfg.jump_vol_kick
 
@@ -97,13 +103,15 @@ class _FairPrice:
     def step(self) -> None:
         ratio = self.vol_ratio
         move = self._sigma * ratio * float(self._rng.standard_normal())
-        # Jumps come more often in turbulent spells; each one stirs volatility up (clustering).
-        if float(self._rng.random()) < min(1.0, self._jump_probability * ratio):
+        # Each jump stirs volatility up for a while: clustering. (A jump rate that grew with volatility would
+        # feed on itself.)
+        if float(self._rng.random()) < self._jump_probability:
             move += self._jump * (1.0 if self._rng.random() < 0.5 else -1.0) * (0.5 + float(self._rng.random()))
             self._log_vol += self._vol_kick
         if self._stochastic:
             shock = self._vol_step * float(self._rng.standard_normal())
-            self._log_vol = self._vol_mean + (self._log_vol - self._vol_mean) * self._vol_decay + shock
+            log_vol = self._vol_mean + (self._log_vol - self._vol_mean) * self._vol_decay + shock
+            self._log_vol = min(log_vol, _MAX_LOG_VOL)
         self._log_price += move
         self._history.append(self._log_price)
 
