@@ -170,7 +170,7 @@ class PaperTrader:
         payload = fields.get(b"data", fields.get("data"))
         if payload is None:
             # A pending entry whose data the stream's cap trimmed away: nothing left to fill.
-            self._reject(entry_id, "trimmed", "entry has no data")
+            self._reject(entry_id, "no_data", "entry has no data field")
         else:
             try:
                 decision = decode_message(payload, "decision")
