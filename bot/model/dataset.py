@@ -32,7 +32,7 @@ SUPPORTED_KINDS = ("cex_cex",)
 _PROGRESS_EVERY = 20_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields, not datasets
 class Dataset:
     """Samples (signals) with their raw feature windows and labels, in replay order (time ascending)."""
 
