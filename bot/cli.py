@@ -450,6 +450,84 @@ def schema() -> None:
     sys.stdout.write(orjson.dumps(json_schemas(), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+paper_app = typer.Typer(
+    no_args_is_help=False, invoke_without_command=True, help="The paper trader: `arbbot paper -c CONFIG` runs it."
+)
+app.add_typer(paper_app, name="paper")
+
+
+@paper_app.callback()
+def paper_command(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="config file (its paper section)")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: until signalled)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fill decisions from the decision stream against the books of the moment; keep the ledger; publish fills."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bot.paper.service import PaperError, run_paper
+
+    _setup_logging(verbose)
+    _positive(duration, "--duration")
+    if config is None:
+        raise _fail("arbbot paper needs --config/-c CONFIG")
+    cfg = _load(config)
+
+    def on_ready(line: str) -> None:
+        print(f"arbbot paper: {line}", file=sys.stderr, flush=True)
+
+    try:
+        stats = asyncio.run(run_paper(cfg, config, duration, on_ready))
+    except PaperError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    recorded = ", ".join(f"{count} {status}" for status, count in sorted(stats.recorded.items())) or "nothing"
+    print(
+        f"arbbot paper: recorded {recorded}; {stats.duplicates} duplicates, {stats.rejected} rejected", file=sys.stderr
+    )
+
+
+@paper_app.command("report")
+def paper_report_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="config file naming the ledger")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report as JSON here")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG here")] = None,
+) -> None:
+    """PnL curve, balances per venue, hit rate and predicted vs realised slippage, from the ledger."""
+    from bot.paper.report import build_report, write_plot
+    from bot.paper.service import PaperError, ledger_path, open_ledger
+
+    cfg = _load(config)
+    if not ledger_path(cfg, config).exists():
+        raise _fail(f"no paper ledger at {ledger_path(cfg, config)}: run `arbbot paper -c {config}` first")
+    try:
+        ledger = open_ledger(cfg, config)
+    except PaperError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        report = build_report(ledger)
+    finally:
+        ledger.close()
+    pnl, fills = report["pnl"], report["fills"]
+    hit = report["hit_rate"]
+    print(
+        f"PnL {pnl['total']:.2f} (trades {pnl['trades']:.2f}, unwinds {pnl['unwinds']:.2f}); "
+        f"{fills['executed']} executed of {fills['decisions']} decisions {fills['by_status']}; "
+        f"hit rate {'n/a' if hit is None else f'{hit:.1%}'}; {len(report['open_inventory'])} open positions"
+    )
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        print(f"report written to {json_path}")
+    if plot is not None:
+        write_plot(report, plot)
+        print(f"plot written to {plot}")
+
+
 def main() -> None:
     """Entry point of the `arbbot` console script."""
     app()
