@@ -234,6 +234,160 @@ async def _replay(cfg: RootConfig, files: list[Path], speed: float | None) -> An
         await client.aclose()
 
 
+def _recordings(data: list[Path], extra: list[str]) -> list[Path]:
+    files = [*data, *(Path(arg) for arg in extra)]
+    if not files:
+        raise _fail("no recordings: pass --data FILE [FILE ...]")
+    for path in files:
+        if not path.is_file():
+            raise _fail(f"{path}: no such recording")
+    return files
+
+
+def _range(text: str) -> tuple[float, float]:
+    from bot.model.train import parse_range
+
+    try:
+        return parse_range(text)
+    except ValueError as exc:
+        raise _fail(f"--range: {exc}") from None
+
+
+def _build_dataset(
+    files: list[Path], cfg: RootConfig, kind: str, time_range: tuple[float, float], settings: Any, window: int
+) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bot.model.dataset import build_dataset
+    from bot.recording import RecordingError
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+    with Progress(*columns, TimeElapsedColumn(), transient=True) as progress:
+        task = progress.add_task("replaying and labelling", total=1.0)
+
+        def advance(done_ms: int, total_ms: int) -> None:
+            progress.update(task, completed=done_ms / max(total_ms, 1))
+
+        try:
+            return build_dataset(files, cfg, kind, time_range, settings, window, advance)
+        except RecordingError as exc:
+            raise _fail(str(exc)) from None
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    data: Annotated[list[Path], typer.Option(help="recordings (.jsonl[.gz]); list them after --data or repeat it")],
+    out: Annotated[Path, typer.Option(help="model file to write (.npz)")],
+    kind: Annotated[str, typer.Option(help="strategy whose opportunities to learn")] = "cex_cex",
+    time_range: Annotated[str, typer.Option("--range", help="A:B fraction of the recordings' time span")] = "0:1",
+    config: Annotated[Path, typer.Option("--config", "-c", help="config with the recorded venues")] = DEMO_CONFIG_PATH,
+    fee_bps: Annotated[float | None, typer.Option(help="one taker fee for every venue (default: config's)")] = None,
+    latency_ms: Annotated[int, typer.Option(help="execution latency the labels assume")] = 250,
+    epochs: Annotated[int, typer.Option(help="maximum epochs (early stopping may end sooner)")] = 30,
+    window: Annotated[int, typer.Option(help="feature vectors per window")] = 32,
+    hidden: Annotated[int, typer.Option(help="LSTM hidden size")] = 32,
+    layers: Annotated[int, typer.Option(help="stacked LSTM layers")] = 1,
+    dropout: Annotated[float, typer.Option(help="dropout between LSTM layers")] = 0.0,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 2e-3,
+    patience: Annotated[int, typer.Option(help="epochs without validation improvement before stopping")] = 5,
+    seed: Annotated[int, typer.Option(help="seed for initialisation, batches and dropout")] = 0,
+) -> None:
+    """Fit the LSTM (and the logistic baseline) on recordings; early stopping on a later validation part."""
+    files = _recordings(data, list(ctx.args))
+    low_high = _range(time_range)
+    if window < 2:
+        raise _fail("--window must be at least 2")
+    if lr <= 0:
+        raise _fail("--lr must be positive")
+    cfg = _load(config)
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from bot.model.dataset import default_settings
+    from bot.model.train import EpochReport, TrainError, TrainSettings, label_settings, train_model, write_model
+
+    try:
+        settings = label_settings(default_settings(cfg), fee_bps, latency_ms)
+        train_settings = TrainSettings(
+            hidden=hidden, layers=layers, dropout=dropout, epochs=epochs, lr=lr, patience=patience, seed=seed
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    dataset = _build_dataset(files, cfg, kind, low_high, settings, window)
+    print(f"{len(dataset)} samples, {float(dataset.profitable.mean()) if len(dataset) else 0:.1%} profitable")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("training", total=epochs, status="")
+
+        def on_epoch(report: EpochReport) -> None:
+            mark = " *" if report.best else ""
+            status = f"epoch {report.epoch}: loss {report.train_loss:.4f}, val bce {report.val_bce:.4f}, "
+            progress.update(task, completed=report.epoch, status=status + f"auc {report.val_auc:.3f}{mark}")
+
+        try:
+            result = train_model(dataset, train_settings, on_epoch, kind, {"data_files": [path.name for path in files]})
+        except TrainError as exc:
+            raise _fail(str(exc)) from None
+        progress.update(task, total=len(result.history))
+    write_model(result, out)
+    meta = result.model.meta
+    validation = meta["metrics"]["validation"]
+    print(
+        f"wrote {out}: {meta['model']}, best epoch {meta['training']['best_epoch']} of {len(result.history)}, "
+        f"{result.train_size} training / {result.val_size} validation samples; validation ROC-AUC lstm "
+        f"{validation['lstm']['roc_auc']:.3f}, logistic {validation['logistic']['roc_auc']:.3f}"
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option(help="model file written by arbbot train")],
+    data: Annotated[list[Path], typer.Option(help="held-out recordings; list them after --data or repeat it")],
+    json_path: Annotated[Path, typer.Option("--json", help="write the evaluation table here")],
+    time_range: Annotated[str, typer.Option("--range", help="A:B fraction of the recordings' time span")] = "0:1",
+    config: Annotated[Path, typer.Option("--config", "-c", help="config with the recorded venues")] = DEMO_CONFIG_PATH,
+    fee_bps: Annotated[float | None, typer.Option(help="one taker fee for every venue (default: model's)")] = None,
+    latency_ms: Annotated[int | None, typer.Option(help="execution latency (default: model's)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write calibration and PnL curves as PNG here")] = None,
+) -> None:
+    """Score a model and the naive, logistic and rule baselines on held-out recordings."""
+    files = _recordings(data, list(ctx.args))
+    low_high = _range(time_range)
+
+    from bot.model.evaluate import format_table, run_evaluation
+    from bot.model.features import FEATURE_NAMES
+    from bot.model.file import ModelFileError, load_model
+    from bot.model.labels import LabelSettings
+    from bot.model.train import label_settings
+
+    try:
+        loaded = load_model(model, features=FEATURE_NAMES)
+        settings = label_settings(LabelSettings.from_meta(loaded.meta["label"]), fee_bps, latency_ms)
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from None
+    except (KeyError, TypeError) as exc:
+        raise _fail(f"{model}: meta has no usable label settings ({exc!r}); retrain with arbbot train") from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    cfg = _load(config)
+    kind = str(loaded.meta.get("kind", "cex_cex"))
+    dataset = _build_dataset(files, cfg, kind, low_high, settings, int(loaded.meta["window"]))
+    try:
+        report = run_evaluation(loaded, dataset, plot)
+    except (ValueError, ModelFileError) as exc:
+        raise _fail(str(exc)) from None
+    report["data"]["files"] = [str(path) for path in files]
+    report["data"]["range"] = list(low_high)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_table(report))
+    print(f"written to {json_path}" + (f" and {plot}" if plot is not None else ""))
+
+
 chain_app = typer.Typer(no_args_is_help=True, help="The local EVM chain (anvil with the real Uniswap V2 contracts).")
 app.add_typer(chain_app, name="chain")
 
