@@ -43,7 +43,7 @@ def _write_config(tmp_path: Path, prefix: str) -> Path:
             "beta": {"exchange": "bybit", "taker_fee_bps": FEE_BPS["beta"]},
         },
         "paper": {
-            "ledger_path": "ledger.sqlite",
+            "ledger_path": str(tmp_path / "ledger.sqlite"),
             "balances": START,
             "default_latency_ms": 20,
             "cex_limit_bps": None,

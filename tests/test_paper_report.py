@@ -73,7 +73,7 @@ def _config(tmp_path: Path, **paper: object) -> Path:
             "alpha": {"exchange": "okx", "taker_fee_bps": 10},
             "beta": {"exchange": "bybit", "taker_fee_bps": 10},
         },
-        "paper": {"ledger_path": "l.sqlite", **paper},
+        "paper": {"ledger_path": str(tmp_path / "l.sqlite"), **paper},
     }
     path = tmp_path / "paper.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -29,17 +29,15 @@ class PaperError(RuntimeError):
     """A problem the user must fix (Redis down, ledger not writable); the message says what to do."""
 
 
-def ledger_path(cfg: RootConfig, config_path: Path | None) -> Path:
-    """The ledger file: a relative `paper.ledger_path` is read from the config file's folder."""
-    path = Path(cfg.paper.ledger_path)
-    if path.is_absolute() or config_path is None:
-        return path
-    return config_path.resolve().parent / path
+def ledger_path(cfg: RootConfig) -> Path:
+    """The ledger file; a relative `paper.ledger_path` is taken from the current directory (it is run-time
+    state, not something shipped next to the config)."""
+    return Path(cfg.paper.ledger_path).resolve()
 
 
-def open_ledger(cfg: RootConfig, config_path: Path | None) -> Ledger:
+def open_ledger(cfg: RootConfig) -> Ledger:
     """Open (creating if needed) the configured ledger, seeding starting balances; PaperError if it cannot."""
-    path = ledger_path(cfg, config_path)
+    path = ledger_path(cfg)
     try:
         return Ledger(path, cfg.paper.balances)
     except (OSError, sqlite3.Error) as exc:
@@ -48,7 +46,6 @@ def open_ledger(cfg: RootConfig, config_path: Path | None) -> Ledger:
 
 async def run_paper(
     cfg: RootConfig,
-    config_path: Path | None = None,
     duration_s: float | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> TraderStats:
@@ -61,7 +58,7 @@ async def run_paper(
         raise PaperError(
             f"cannot reach Redis at {redact_url(cfg.redis.url)} ({exc}); is it running? set ARBBOT_REDIS_URL"
         ) from None
-    ledger = open_ledger(cfg, config_path)
+    ledger = open_ledger(cfg)
     channels = Channels(cfg.redis.prefix)
     history = MarketHistory(cfg.paper.book_history)
     market = RemoteMarket(client, channels)

@@ -14,7 +14,10 @@ class PaperConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ledger_path: str = Field(default="paper/ledger.sqlite", description="SQLite ledger (WAL), created if missing")
+    ledger_path: str = Field(
+        default=".arbbot/paper-ledger.sqlite",
+        description="SQLite ledger (WAL), created if missing; a relative path is from the current directory",
+    )
     balances: dict[Name, dict[Name, Annotated[float, Field(allow_inf_nan=False)]]] = Field(
         default_factory=dict,
         description="starting balances per account and asset; an account is a CEX venue or a chain's wallet "
