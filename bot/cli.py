@@ -634,7 +634,7 @@ def paper_command(
         print(f"arbbot paper: {line}", file=sys.stderr, flush=True)
 
     try:
-        stats = asyncio.run(run_paper(cfg, config, duration, on_ready))
+        stats = asyncio.run(run_paper(cfg, duration, on_ready))
     except PaperError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -656,10 +656,10 @@ def paper_report_command(
     from bot.paper.service import PaperError, ledger_path, open_ledger
 
     cfg = _load(config)
-    if not ledger_path(cfg, config).exists():
-        raise _fail(f"no paper ledger at {ledger_path(cfg, config)}: run `arbbot paper -c {config}` first")
+    if not ledger_path(cfg).exists():
+        raise _fail(f"no paper ledger at {ledger_path(cfg)}: run `arbbot paper -c {config}` first")
     try:
-        ledger = open_ledger(cfg, config)
+        ledger = open_ledger(cfg)
     except PaperError as exc:
         raise _fail(str(exc)) from None
     try:
