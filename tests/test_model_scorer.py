@@ -32,12 +32,15 @@ class Windows:
 
     def __init__(self, window: int = 8) -> None:
         self.window = window
-        self.feature_names = FEATURES
+        self.features = FEATURES
         self.asked: list[tuple[OpportunityKey, ...]] = []
 
     def windows(self, keys: Sequence[OpportunityKey]) -> np.ndarray:
         self.asked.append(tuple(keys))
-        return np.ones((len(keys), self.window, len(FEATURES)), dtype=np.float32)
+        # Column j holds j, so a test can see which features reached the model.
+        return np.broadcast_to(
+            np.arange(len(FEATURES), dtype=np.float32), (len(keys), self.window, len(FEATURES))
+        ).copy()
 
 
 def bias_predict(model: ModelFile, raw: np.ndarray) -> Mapping[str, np.ndarray]:
@@ -126,7 +129,7 @@ def test_a_symbols_own_model_wins_over_the_kinds_model(tmp_path: Path) -> None:
 
 
 def test_a_model_for_other_features_or_a_longer_window_is_not_used(tmp_path: Path) -> None:
-    write_model(tmp_path / "cex_cex.npz", 0.9, "other@1", features=("edge", "lag", "depth"))
+    write_model(tmp_path / "cex_cex.npz", 0.9, "other@1", features=("edge", "spread"))
     write_model(tmp_path / "cex_cex__ETH-USDT.npz", 0.9, "long@1", window=16)
     scorer = make_scorer(tmp_path, Windows(window=8))
     scores = scorer.score_batch([evaluation(), evaluation("ETH/USDT")])
@@ -182,3 +185,17 @@ def test_creation_times_are_read_in_every_documented_form() -> None:
     assert created_epoch_s({"created": 1_795_255_200_000}) == pytest.approx(1_795_255_200.0)
     assert created_epoch_s({"created": "yesterday"}) is None
     assert created_epoch_s({}) is None
+
+
+def test_a_model_on_a_subset_of_features_gets_its_columns_in_its_order(tmp_path: Path) -> None:
+    write_model(tmp_path / "cex_cex.npz", 0.5, "ablated@1", features=("lag", "edge"), window=3)
+    seen: list[np.ndarray] = []
+
+    def recording_predict(model: ModelFile, raw: np.ndarray) -> Mapping[str, np.ndarray]:
+        seen.append(raw)
+        return bias_predict(model, raw)
+
+    scorer = ModelScorer(tmp_path, Windows(), RuleScorer(RuleScorerConfig()), recording_predict, ReplayClock())
+    assert scorer.score_batch([evaluation()])[0].model == "ablated@1"
+    assert seen[0].shape == (1, 3, 2)
+    np.testing.assert_array_equal(seen[0][0, -1], [2.0, 0.0])

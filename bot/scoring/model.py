@@ -1,10 +1,11 @@
 """The live model scorer: the LSTM trained for each (kind, symbol), the rule scorer wherever none fits.
 
 For an opportunity of kind K on BASE/QUOTE it uses `{model_dir}/K__BASE-QUOTE.npz`, else `{model_dir}/K.npz`
-(DESIGN.md). A file that is missing, unreadable or built for other features or a longer window than the
-feature tracker keeps is not used: the rule scorer scores instead and says so in `model` (`rule`). Files are
-checked for changes every `reload_check_s` and reloaded when they change; a model older than `max_age_h` keeps
-scoring but is flagged for retraining (logged once, counted in `stats.stale_models`).
+(DESIGN.md). A model may use any subset of the feature tracker's features, in any order. A file that is
+missing, unreadable, or built for unknown features or a longer window than the feature tracker keeps is not
+used: the rule scorer scores instead and says so in `model` (`rule`). Files are checked for changes every
+`reload_check_s` and reloaded when they change; a model older than `max_age_h` keeps scoring but is flagged
+for retraining (logged once, counted in `stats.stale_models`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class WindowSource(Protocol):
     def window(self) -> int: ...
 
     @property
-    def feature_names(self) -> tuple[str, ...]: ...
+    def features(self) -> tuple[str, ...]: ...
 
     def windows(self, keys: Sequence[OpportunityKey]) -> NDArray[np.float32]: ...
 
@@ -63,6 +64,7 @@ class _Slot:
     signature: tuple[int, int] | None  # (mtime_ns, size), None if the file did not exist
     model: ModelFile | None = None
     name: str = "rule"
+    columns: NDArray[np.intp] | None = None  # the model's features among the window source's, None if all in order
 
 
 def model_file_names(kind: str, symbol: str) -> tuple[str, str]:
@@ -127,6 +129,12 @@ class ModelScorer:
                 return slot.name, slot.model
         return "rule", None
 
+    def _columns(self, name: str) -> NDArray[np.intp] | None:
+        for slot in self._slots.values():
+            if slot.name == name and slot.model is not None:
+                return slot.columns
+        return None
+
     def score_batch(self, evaluations: Sequence[Evaluation]) -> list[Score]:
         """Return one score per evaluation, in order; batch per model."""
         self._check_files()
@@ -153,6 +161,9 @@ class ModelScorer:
     ) -> None:
         window = int(model.meta["window"])
         raw = self._windows.windows([evaluation.key for evaluation in evaluations])[:, -window:, :]
+        columns = self._columns(name)
+        if columns is not None:
+            raw = raw[:, :, columns]
         outputs = self._predict(model, raw)
         p, lifetime, edge = outputs["p_profitable"], outputs["lifetime_ms"], outputs["edge_bps"]
         for row, (index, evaluation) in enumerate(zip(indices, evaluations, strict=True)):
@@ -200,13 +211,20 @@ class ModelScorer:
         return self._load(path, signature)
 
     def _load(self, path: Path, signature: tuple[int, int]) -> _Slot:
-        features = self._windows.feature_names
+        available = self._windows.features
         try:
-            model = load_model(path, features=features)
+            model = load_model(path)
         except ModelFileError as exc:
             self.stats.load_errors += 1
             log.warning("model not used, the rule scorer takes over: %s", exc)
             return _Slot(signature=signature)
+        wanted = [str(name) for name in model.meta.get("features", [])]
+        unknown = [name for name in wanted if name not in available]
+        if unknown or not wanted:
+            self.stats.load_errors += 1
+            log.warning("model %s not used: the code computes no features named %s: retrain", path, unknown or "[]")
+            return _Slot(signature=signature)
+        columns = None if tuple(wanted) == available else np.array([available.index(n) for n in wanted], np.intp)
         window = model.meta.get("window")
         if not isinstance(window, int) or not 1 <= window <= self._windows.window:
             self.stats.load_errors += 1
@@ -218,7 +236,7 @@ class ModelScorer:
             )
             return _Slot(signature=signature)
         self.stats.loads += 1
-        slot = _Slot(signature=signature, model=model, name=model_name(model.meta))
+        slot = _Slot(signature=signature, model=model, name=model_name(model.meta), columns=columns)
         log.info("model %s loaded from %s", slot.name, path)
         self._flag_if_stale(slot)
         return slot
