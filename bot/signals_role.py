@@ -23,7 +23,11 @@ from bot.feeds.chain import ChainFeed, PoolConfig
 from bot.feeds.health import FeedHealth
 from bot.market_state import Freshness
 from bot.messages import Signal
+from bot.model.features import FeatureTracker
+from bot.model.predict import predict
 from bot.rejections import RejectionCounter
+from bot.scoring.base import Scorer
+from bot.scoring.model import ModelScorer
 from bot.scoring.rule import RuleScorer
 from strategies.cex_cex import CexCexStrategy
 from strategies.cex_dex import CexDexStrategy
@@ -68,9 +72,10 @@ def build_engine(
                 )
             )
         )
+    scorer, tracker = build_scorer(config, clock)
     engine = SignalEngine(
         strategies,
-        RuleScorer(config.scorer.rule),
+        scorer,
         config.strategies.cex_cex,
         sink,
         rejections,
@@ -79,9 +84,25 @@ def build_engine(
         health=health,
         chain_stale_after_ms=chain.stale_after_ms if chain is not None else None,
     )
+    if tracker is not None:
+        engine.add_market_listener(tracker.on_market_event)
+        engine.add_evaluation_listener(tracker.on_evaluations)
     if health is not None:
         health.add_listener(engine.on_stream_state)
     return engine
+
+
+def build_scorer(config: RootConfig, clock: Clock) -> tuple[Scorer, FeatureTracker | None]:
+    """The rule scorer, or the model scorer and the feature tracker it reads when `scorer.model_dir` is set."""
+    rule = RuleScorer(config.scorer.rule)
+    settings = config.scorer
+    if settings.model_dir is None:
+        return rule, None
+    tracker = FeatureTracker(window=settings.feature_window)
+    scorer = ModelScorer(
+        settings.model_dir, tracker, rule, predict, clock, settings.max_model_age_h, settings.reload_check_s
+    )
+    return scorer, tracker
 
 
 def build_feeds(

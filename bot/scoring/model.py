@@ -129,6 +129,11 @@ class ModelScorer:
                 return slot.name, slot.model
         return "rule", None
 
+    def _disable(self, name: str) -> None:
+        for path, slot in self._slots.items():
+            if slot.name == name:
+                self._slots[path] = _Slot(signature=slot.signature)
+
     def _columns(self, name: str) -> NDArray[np.intp] | None:
         for slot in self._slots.values():
             if slot.name == name and slot.model is not None:
@@ -164,7 +169,17 @@ class ModelScorer:
         columns = self._columns(name)
         if columns is not None:
             raw = raw[:, :, columns]
-        outputs = self._predict(model, raw)
+        try:
+            outputs = self._predict(model, raw)
+        except (ModelFileError, ValueError) as exc:
+            # A model that cannot predict is dropped until its file changes; the rules score meanwhile.
+            log.warning("model %s fails to predict, the rule scorer takes over: %s", name, exc)
+            self.stats.load_errors += 1
+            self._disable(name)
+            for index, evaluation in zip(indices, evaluations, strict=True):
+                scores[index] = self._fallback.score(evaluation)
+                self.stats.by_rule += 1
+            return
         p, lifetime, edge = outputs["p_profitable"], outputs["lifetime_ms"], outputs["edge_bps"]
         for row, (index, evaluation) in enumerate(zip(indices, evaluations, strict=True)):
             values = (float(p[row]), float(lifetime[row]), float(edge[row]))
