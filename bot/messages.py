@@ -140,6 +140,8 @@ class Decision(BaseModel):
     sell_venue: str | None = Field(default=None, min_length=1)
     buy_price: PositiveFinite | None = Field(default=None, description="expected average buy price at `size`")
     sell_price: PositiveFinite | None = Field(default=None, description="expected average sell price at `size`")
+    buy_limit_price: PositiveFinite | None = Field(default=None, description="worst buy price walked, on the tick")
+    sell_limit_price: PositiveFinite | None = Field(default=None, description="worst sell price walked, on the tick")
     sig: str | None = None
 
     @model_validator(mode="after")

@@ -1,0 +1,132 @@
+"""Limits and the risk state: balances and realised PnL from fills, open exposure, trade rate, daily loss."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from bot.messages import Fill, RiskState
+from bot.risk.settings import RiskConfig
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(slots=True)
+class _Open:
+    notional: float
+    until_ms: int
+
+
+@dataclass(slots=True)
+class Limits:
+    """Everything the service must not exceed, and the state it is in (`ACTIVE`, `REDUCING`, `HALTED`).
+
+    Balances start from `starting_balances` and move with each Fill (a buy leg adds base and pays
+    price × size + fee in quote; a sell leg the reverse). An account is the leg's venue, or for a pool leg
+    (`dex:address`) the chain named by `account_of`. Realised PnL counts per UTC day of the fill's `ts`.
+    """
+
+    config: RiskConfig
+    balances: dict[str, dict[str, float]] = field(default_factory=dict)
+    state: RiskState = "ACTIVE"
+    reason: str = ""
+    day: int = -1
+    realised_today: float = 0.0
+    fills_seen: int = 0
+    fills_unaccounted: int = 0
+    acknowledged_loss: float = 0.0
+    """The day's loss when an operator resumed: only further losses halt or reduce again."""
+    _open: dict[str, _Open] = field(default_factory=dict)
+    _trades: deque[int] = field(default_factory=deque)
+    _fill_ids: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for account, assets in self.config.starting_balances.items():
+            self.balances[account] = dict(assets)
+
+    # ------------------------------------------------------------ state
+
+    def halt(self, reason: str) -> None:
+        if self.state != "HALTED":
+            log.warning("risk state HALTED: %s", reason)
+        self.state, self.reason = "HALTED", reason
+
+    def resume(self, reason: str) -> None:
+        log.warning("risk state ACTIVE (resumed): %s", reason)
+        self.state, self.reason = "ACTIVE", reason or "resumed"
+        self.acknowledged_loss = max(0.0, -self.realised_today)
+
+    def roll_day(self, now_ms: int) -> None:
+        """A new UTC day starts with no realised PnL; REDUCING (from losses) ends; HALTED waits for `resume`."""
+        day = now_ms // DAY_MS
+        if day > self.day:
+            self.day = day
+            self.realised_today = 0.0
+            self.acknowledged_loss = 0.0
+            if self.state == "REDUCING":
+                self.state, self.reason = "ACTIVE", "new day"
+
+    def _apply_loss_rules(self) -> None:
+        loss = -self.realised_today
+        if loss <= self.acknowledged_loss:
+            return
+        if loss >= self.config.daily_loss_limit:
+            self.halt(f"daily_loss_limit: lost {loss:.2f} today (limit {self.config.daily_loss_limit:g})")
+        elif loss >= self.config.reduce_at_loss_fraction * self.config.daily_loss_limit and self.state == "ACTIVE":
+            self.state, self.reason = "REDUCING", f"daily_loss: lost {loss:.2f} today"
+
+    # ------------------------------------------------------------ fills
+
+    def on_fill(self, fill: Fill, account_of: dict[str, str], symbol: str | None) -> None:
+        """Apply a fill once (by id): PnL, balances, exposure; then the loss rules."""
+        if fill.id in self._fill_ids:
+            return
+        self._fill_ids.add(fill.id)
+        self.fills_seen += 1
+        self._open.pop(fill.decision_id, None)
+        day = fill.ts // DAY_MS
+        if day > self.day:
+            self.roll_day(fill.ts)
+        if day == self.day:
+            self.realised_today += fill.realised_pnl
+        symbol = symbol or fill.symbol
+        if symbol is None or "/" not in symbol:
+            self.fills_unaccounted += 1
+        else:
+            base, quote = symbol.split("/", 1)
+            for leg in fill.legs:
+                account = account_of.get(leg.venue, leg.venue)
+                sign = 1.0 if leg.side == "buy" else -1.0
+                self._move(account, base, sign * leg.size)
+                self._move(account, quote, -sign * leg.price * leg.size - leg.fee)
+        self._apply_loss_rules()
+
+    def _move(self, account: str, asset: str, amount: float) -> None:
+        # Only accounts with a known starting balance are tracked: others are not limited.
+        assets = self.balances.get(account)
+        if assets is not None:
+            assets[asset] = assets.get(asset, 0.0) + amount
+
+    def balance(self, account: str, asset: str) -> float | None:
+        """The balance, or None for an account without a configured starting balance (no limit)."""
+        assets = self.balances.get(account)
+        return None if assets is None else assets.get(asset, 0.0)
+
+    # ------------------------------------------------------------ exposure and rate
+
+    def open_exposure(self, now_ms: int) -> float:
+        for key in [k for k, held in self._open.items() if held.until_ms < now_ms]:
+            del self._open[key]
+        return sum(held.notional for held in self._open.values())
+
+    def trades_last_minute(self, now_ms: int) -> int:
+        while self._trades and self._trades[0] <= now_ms - 60_000:
+            self._trades.popleft()
+        return len(self._trades)
+
+    def record_execute(self, decision_id: str, notional: float, now_ms: int, deadline_ts: int) -> None:
+        self._open[decision_id] = _Open(notional, max(now_ms, deadline_ts) + self.config.exposure_timeout_ms)
+        self._trades.append(now_ms)

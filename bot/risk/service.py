@@ -1,0 +1,226 @@
+"""The risk role on Redis: signals in (from their stream), decisions out; fills, control and markets followed.
+
+Signals are read with blocking XREAD on `arb:stream:signal` rather than pub/sub: the same latency, one ordered
+path for catch-up and live, and a stream id to resume from. After each signal the service stores that id
+(`arb:state:risk:last_signal_id`) and the opportunities it has decided (`arb:state:risk:acted`, a hash that
+`closed` signals empty), so a restart resumes after the last signal and still decides each opportunity once.
+Fills are read from `arb:stream:fill` from its start (balances, today's realised PnL), control messages from
+`arb:control:risk` (pub/sub), markets through RemoteMarket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from fnmatch import fnmatchcase
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bot.bus.channels import Channels
+from bot.bus.codec import DecodeError, decode_message, encode
+from bot.bus.publisher import Publisher, route_by_type
+from bot.bus.remote_market import RemoteEvent, RemoteMarket
+from bot.clock import Clock, SystemClock
+from bot.config import RootConfig
+from bot.messages import Control, Decision, Fill, Signal
+from bot.rejections import RejectionCounter
+from bot.risk.engine import RiskEngine
+from bot.risk.window import SpreadForecast
+from bot.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+ROLE = "risk"
+
+
+def _ms_of(stream_id: str) -> int:
+    return int(stream_id.split("-", 1)[0])
+
+
+async def _xread(client: aioredis.Redis, stream: str, last_id: str, block_ms: int) -> list[tuple[Any, Any]]:
+    """[(stream, entries)] from a blocking XREAD, whichever protocol version answers (RESP3 gives a dict)."""
+    reply: Any = await client.xread({stream: last_id}, count=100, block=block_ms)
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else [(item[0], item[1]) for item in reply]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RiskService:
+    """Run a RiskEngine against Redis; `start()` returns once every subscription is in place."""
+
+    def __init__(
+        self,
+        config: RootConfig,
+        client: aioredis.Redis,
+        clock: Clock | None = None,
+        forecast: SpreadForecast | None = None,
+    ) -> None:
+        self.config = config
+        self.channels = Channels(config.redis.prefix)
+        self.clock = clock or SystemClock()
+        self.rejections = RejectionCounter()
+        self.market = RemoteMarket(client, self.channels, self.clock)
+        fees = {name: venue.taker_fee_bps for name, venue in config.venues.items()}
+        self.engine = RiskEngine(config.risk, self.market, fees, forecast)
+        self.market.add_listener(self._on_market_event)
+        self.publisher: Publisher[Decision] = Publisher(
+            client, route_by_type(self.channels), config.redis.stream_maxlen, config.redis.publish_queue, self.clock,
+            name="publisher:decisions",
+        )  # fmt: skip
+        self.last_signal_id: str | None = None
+        self._client = client
+        self._tasks = TaskSet()
+        self._route = route_by_type(self.channels)
+        self._last_key = self.channels.key(ROLE, "last_signal_id")
+        self._acted_key = self.channels.key(ROLE, "acted")
+
+    def _on_market_event(self, event: RemoteEvent) -> None:
+        self.engine.on_market_event(event, self.clock.now_ms())
+
+    async def start(self) -> None:
+        """Restore state, subscribe to markets and control, catch up on fills, then follow signals and fills."""
+        risk = self.config.risk
+        saved = await self._client.get(self._last_key)
+        start_id = _text(saved) if saved is not None and risk.start_from == "last" else "$"
+        if start_id == "$":
+            # `$` would race with signals published right after start: pin the current end instead.
+            info: list[Any] = await self._client.xrevrange(self.channels.signal_stream(), count=1) or []
+            start_id = _text(info[0][0]) if info else "0-0"
+        for opportunity, signal_id in (await self._client.hgetall(self._acted_key)).items():
+            self.engine.remember(_text(opportunity), _text(signal_id))
+        await self.market.start()
+        control = self._client.pubsub(ignore_subscribe_messages=True)
+        await control.subscribe(self.channels.control(ROLE))
+        fill_id = await self._catch_up_fills()
+        self.publisher.start()
+        self._tasks.spawn(self._follow_control(control), "risk:control")
+        self._tasks.spawn(self._follow_fills(fill_id), "risk:fills")
+        self._tasks.spawn(self._follow_signals(start_id), "risk:signals")
+        log.info("risk role started after signal %s, state %s", start_id, self.engine.limits.state)
+
+    async def stop(self) -> None:
+        await self._tasks.cancel_all()
+        await self.market.close()
+        await self.publisher.close()
+
+    # ------------------------------------------------------------ signals
+
+    async def _follow_signals(self, last_id: str) -> None:
+        stream = self.channels.signal_stream()
+        block = self.config.risk.read_block_ms
+        while True:
+            try:
+                batch = await _xread(self._client, stream, last_id, block)
+            except RedisError as exc:
+                log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
+                await self.clock.sleep(1.0)
+                continue
+            for _stream, entries in batch:
+                for raw_id, fields in entries:
+                    last_id = _text(raw_id)
+                    await self._handle_signal_entry(last_id, fields)
+
+    async def _handle_signal_entry(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        self.last_signal_id = entry_id
+        decision: Decision | None = None
+        signal: Signal | None = None
+        payload = fields.get(b"data")
+        try:
+            if payload is None:
+                raise DecodeError("invalid_entry", f"stream entry {entry_id} has no data field")
+            message = decode_message(payload, "signal")
+        except DecodeError as exc:
+            self.rejections.reject("signal", exc.reason, exc.detail)
+        else:
+            assert isinstance(message, Signal)
+            signal = message
+            if fnmatchcase(self._route(signal)[0], self._pattern()):
+                decision = self._decide(signal, _ms_of(entry_id))
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._last_key, entry_id)
+            if signal is not None and signal.status == "closed":
+                pipe.hdel(self._acted_key, signal.opportunity_id)
+            elif signal is not None and decision is not None:
+                pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
+            await pipe.execute()
+        if decision is not None:
+            self.publisher.submit(decision)
+
+    def _pattern(self) -> str:
+        pattern = self.config.risk.signal_pattern
+        return pattern if pattern.startswith(f"{self.channels.prefix}:") else f"{self.channels.prefix}:signal:{pattern}"
+
+    def _decide(self, signal: Signal, published_ms: int) -> Decision | None:
+        try:
+            return self.engine.on_signal(signal, self.clock.now_ms(), published_ms)
+        except Exception:
+            # A risk rule that raises costs this signal, never the service.
+            self.rejections.reject("signal", "risk_error", signal.id)
+            log.exception("risk: deciding signal %s failed", signal.id)
+            return None
+
+    # ------------------------------------------------------------ fills and control
+
+    async def _catch_up_fills(self) -> str:
+        last = "0-0"
+        stream = self.channels.fill_stream()
+        while True:
+            entries: list[Any] = await self._client.xrange(stream, min=f"({last}", max="+", count=1000) or []
+            if not entries:
+                return last
+            for raw_id, fields in entries:
+                last = _text(raw_id)
+                self._apply_fill(fields.get(b"data"))
+
+    async def _follow_fills(self, last_id: str) -> None:
+        stream = self.channels.fill_stream()
+        while True:
+            try:
+                batch = await _xread(self._client, stream, last_id, 1000)
+            except RedisError as exc:
+                log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
+                await self.clock.sleep(1.0)
+                continue
+            for _stream, entries in batch:
+                for raw_id, fields in entries:
+                    last_id = _text(raw_id)
+                    self._apply_fill(fields.get(b"data"))
+
+    def _apply_fill(self, payload: bytes | None) -> None:
+        try:
+            message = decode_message(payload or b"", "fill")
+        except DecodeError as exc:
+            self.rejections.reject("fill", exc.reason, exc.detail)
+            return
+        assert isinstance(message, Fill)
+        self.engine.on_fill(message)
+
+    async def _follow_control(self, pubsub: aioredis.client.PubSub) -> None:
+        try:
+            async for raw in pubsub.listen():
+                if raw.get("type") != "message":
+                    continue
+                try:
+                    message = decode_message(raw["data"], "control")
+                except DecodeError as exc:
+                    self.rejections.reject("control", exc.reason, exc.detail)
+                    continue
+                assert isinstance(message, Control)
+                if message.role == ROLE:
+                    self.engine.on_control(message)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+async def send_control(client: aioredis.Redis, channels: Channels, command: str, reason: str, now_ms: int) -> int:
+    """Publish a Control message to the risk role; the number of processes that received it."""
+    control = Control.model_validate({"ts": now_ms, "role": ROLE, "command": command, "reason": reason})
+    receivers: int = await client.publish(channels.control(ROLE), encode(control))
+    return receivers
