@@ -213,6 +213,8 @@ def build_dataset(
     if not 0.0 <= low_fraction <= high_fraction <= 1.0:
         raise ValueError(f"time_range must satisfy 0 <= A <= B <= 1, got {time_range}")
     settings = settings if settings is not None else default_settings(config)
+    # Samples are what the rule scorer signals: a model in the config must not decide what the next one learns.
+    config = config.model_copy(update={"scorer": config.scorer.model_copy(update={"model_dir": None})})
     start, end, content = recording_span(files)
     span = end - start
     rejections = RejectionCounter()
