@@ -258,7 +258,7 @@ def _build_dataset(
 ) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bot.model.dataset import build_dataset
+    from bot.model.runs import build_runs_dataset
     from bot.recording import RecordingError
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
@@ -269,7 +269,7 @@ def _build_dataset(
             progress.update(task, completed=done_ms / max(total_ms, 1))
 
         try:
-            return build_dataset(files, cfg, kind, time_range, settings, window, advance)
+            return build_runs_dataset(files, cfg, kind, time_range, settings, window, advance)
         except RecordingError as exc:
             raise _fail(str(exc)) from None
         except ValueError as exc:
@@ -279,7 +279,12 @@ def _build_dataset(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train(
     ctx: typer.Context,
-    data: Annotated[list[Path], typer.Option(help="recordings (.jsonl[.gz]); list them after --data or repeat it")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help="recordings, listed after --data or with --data each; one market's files are merged, runs kept apart"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="model file to write (.npz)")],
     kind: Annotated[str, typer.Option(help="strategy whose opportunities to learn")] = "cex_cex",
     time_range: Annotated[str, typer.Option("--range", help="A:B fraction of the recordings' time span")] = "0:1",

@@ -12,7 +12,10 @@ import pytest
 from test_train import FAST, synthetic
 
 from bot.config import DEMO_CONFIG_PATH, load_config
+from bot.model.dataset import build_dataset
 from bot.model.file import load_model
+from bot.model.labels import LabelSettings
+from bot.model.runs import build_runs_dataset, group_runs
 from bot.model.train import train_model, write_model
 from bot.simulate import simulate
 
@@ -108,3 +111,18 @@ def test_bad_input_is_one_line(
     result = _arbbot(*full, env=subprocess_env)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_separate_runs_are_not_merged(recording: Path, tmp_path: Path) -> None:
+    config = load_config(DEMO_CONFIG_PATH)
+    assert config.simulator is not None
+    other = tmp_path / "other.jsonl.gz"
+    simulate(config.model_copy(update={"simulator": config.simulator.model_copy(update={"seed": 8})}), 30.0, other)
+    assert group_runs([recording, other]) == [[recording], [other]]  # same venues: two markets, not one
+    settings = LabelSettings(fee_bps={"alpha": 2.0, "beta": 2.5, "gamma": 3.0})
+    a = build_dataset([other], config, settings=settings, window=4)
+    both = build_runs_dataset([other, other], config, "cex_cex", (0.0, 1.0), settings, 4)
+    assert len(both) == 2 * len(a) > 0
+    assert len(set(both.opportunity_ids)) == 2 * len(set(a.opportunity_ids))  # run-prefixed, still distinct
+    assert np.array_equal(both.windows[len(a) :], a.windows)
+    assert np.array_equal(both.profitable[: len(a)], a.profitable)
