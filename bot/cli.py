@@ -23,6 +23,7 @@ from bot.bus.redis_url import redact_url
 from bot.bus.subscriber import CatchUp, follow
 from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RootConfig, load_config
 from bot.messages import Message
+from bot.risk.cli import risk_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="arbbot: crypto arbitrage signals on Redis.")
 
@@ -685,6 +686,9 @@ def paper_report_command(
     if plot is not None:
         write_plot(report, plot)
         print(f"plot written to {plot}")
+
+
+app.add_typer(risk_app, name="risk")
 
 
 def main() -> None:
