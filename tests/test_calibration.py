@@ -104,8 +104,8 @@ def _edges(config: RootConfig, tops: _Tops) -> list[tuple[np.ndarray, float]]:
     pairs = []
     for symbol in config.symbols:
         for a, b in itertools.combinations(sorted(config.venues), 2):
-            bid_a, ask_a, bid_b, ask_b = (tops.bid[(a, symbol)], tops.ask[(a, symbol)], tops.bid[(b, symbol)],
-                                          tops.ask[(b, symbol)])  # fmt: skip
+            bid_a, ask_a = tops.bid[(a, symbol)], tops.ask[(a, symbol)]
+            bid_b, ask_b = tops.bid[(b, symbol)], tops.ask[(b, symbol)]
             edge = np.fmax(bid_b / ask_a - 1.0, bid_a / ask_b - 1.0) * 1e4
             pairs.append((edge, config.venues[a].taker_fee_bps + config.venues[b].taker_fee_bps))
     return pairs
@@ -128,7 +128,8 @@ def test_thin_venues_cross_often_and_for_seconds() -> None:
     pooled over pairs and symbols (each pair in [4%, 35%]); median episode in [0.3 s, 40 s], p90 in [2 s, 6 min]."""
     config = scenario_config("thin", 1)
     tops = _tops(config, 1_200.0)
-    crossed, durations = [], []
+    crossed: list[float] = []
+    durations: list[int] = []
     for edge, _ in _edges(config, tops):
         valid = edge[~np.isnan(edge)]
         crossed.append(np.mean(valid > 0.0))
@@ -144,7 +145,8 @@ def test_calm_gaps_beating_fees_are_rare_and_short() -> None:
     Tolerance: beating the two venues' taker fees in < 1% of ticks, median episode ≤ 300 ms, p90 ≤ 1 s."""
     config = scenario_config("calm", 1)
     tops = _tops(config, 600.0)
-    beating, durations = [], []
+    beating: list[float] = []
+    durations: list[int] = []
     for edge, fees in _edges(config, tops):
         valid = edge[~np.isnan(edge)]
         beating.append(np.mean(valid > fees))
