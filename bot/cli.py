@@ -487,6 +487,21 @@ def bench_feeds(
     print(f"results written to {json_path}")
 
 
+@bench_app.command("model")
+def bench_model(
+    json_path: Annotated[Path, typer.Option("--json", help="write the results here")],
+    repeat: Annotated[int, typer.Option(min=1, help="timed rounds; the best is kept")] = 7,
+) -> None:
+    """NumPy LSTM forward (batch 1 and 64) and training samples/s on one thread, vs torch.nn.LSTM when installed."""
+    from bot.bench.model import format_summary, run_model_bench
+
+    result = run_model_bench(repeat=repeat)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_summary(result))
+    print(f"results written to {json_path}")
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Turn real data files into recordings.")
 app.add_typer(import_app, name="import")
 

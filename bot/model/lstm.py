@@ -2,10 +2,10 @@
 
 How a step stays cheap (each NumPy call costs ~0.3 µs however small, so the step loop counts calls):
 
-- Arrays are feature-major and batch-last, (rows, time, batch): each gate block of a step is a contiguous run of
-  rows, and the weight gradient of a whole layer is a single GEMM over all steps.
-- Each step is one GEMM of fused weights [W_ih | W_hh | b] (4H × (F + H + 1)) on the stacked column block
-  [x_t; h_{t-1}; 1] (the row of ones carries the bias); the step writes h_t straight into the next block.
+- Arrays are time-major and batch-last, (time, rows, batch): a step's rows are one contiguous block, and so is each
+  gate's; strided per-step views cost up to twice as much in GEMMs and element-wise calls.
+- Each step is one GEMM of fused weights [W_ih | W_hh | b] (4H × (F + H + 1)) on the stacked block
+  [x_t; h_{t-1}; 1] (the row of ones carries the bias); the step writes h_t straight into the next step's block.
 - Gate rows are reordered to (o, i, f, g) and followed by a slot holding c_{t-1}, so the three sigmoid gates are
   contiguous, and [i; f] * [g; c_{t-1}] is one multiply. The sigmoid rows of the fused weights are pre-scaled by
   1/2, so one `tanh` activates all gates: sigmoid(z) = (1 + tanh(z / 2)) / 2, and halving is exact.
@@ -14,6 +14,8 @@ How a step stays cheap (each NumPy call costs ~0.3 µs however small, so the ste
 from __future__ import annotations
 
 import re
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,19 +34,14 @@ def _internal_order(hidden: int) -> NDArray[np.intp]:
     return np.concatenate(blocks)
 
 
-def _steps(rows: Array) -> list[Array]:
-    """Return the per-step views rows[:, t, :] of a (rows, time, batch) array."""
-    return list(rows.transpose(1, 0, 2))
-
-
 @dataclass
 class _LayerCache:
-    """What one layer's forward pass keeps for backpropagation; arrays are (rows, time, batch)."""
+    """What one layer's forward pass keeps for backpropagation; arrays are (time, rows, batch)."""
 
-    stack: Array  # (F + H + 1, T + 1, B): column t is [x_t; h_{t-1}; 1]; the h rows of column T hold h_{T-1}
-    acts: Array  # (5H, T + 1, B): gate activations (o, i, f, g) at t, then c_{t-1}; column T holds only c_{T-1}
-    tcs: Array  # (H, T, B) tanh of the cell states
-    mask: Array | None  # (F, T, B) inverted-dropout mask applied to the layer's input, or None
+    stack: Array  # (T + 1, F + H + 1, B): stack[t] = [x_t; h_{t-1}; 1]; of stack[T] only the h rows are set
+    acts: Array  # (T + 1, 5H, B): gate activations (o, i, f, g) at t, then c_{t-1}; of acts[T] only c_{T-1}
+    tcs: Array  # (T, H, B) tanh of the cell states
+    mask: Array | None  # (T, F, B) inverted-dropout mask applied to the layer's input, or None
     w_ih: Array  # (4H, F) the input weights the pass used, internal order, unscaled
     w_hh_t: Array  # (H, 4H) the recurrent weights the pass used, internal order, unscaled, transposed
 
@@ -69,11 +66,11 @@ class _Fused:
 class _Plan:
     """Reusable buffers and per-step views for `forward` at one (batch, time) shape."""
 
-    stacks: list[Array]  # per layer (F + H + 1, T + 1, B)
+    stacks: list[Array]  # per layer (T + 1, F + H + 1, B)
     gates: Array  # (5H, B): (o, i, f, g) of the current step, then c_{t-1}
     products: Array  # (2H, B): [i * g; f * c_{t-1}]
     tanh_c: Array  # (H, B)
-    inputs: list[list[Array]]  # per layer, per step: the stacked column block
+    inputs: list[list[Array]]  # per layer, per step: the stacked block [x_t; h_{t-1}; 1]
     hiddens: list[list[Array]]  # per layer, per step: where h_t goes
 
 
@@ -93,6 +90,32 @@ class LSTM:
         self._fused: list[_Fused | None] = [None] * num_layers
         self._plan: _Plan | None = None
         self._half = np.array(0.5, dtype=self.dtype)  # a 0-d array: a Python float costs a conversion per call
+        # Fresh arrays of this size cost a page fault per 4 KiB touched (~1.5 µs each here: more than the
+        # arithmetic), so `backward` works in scratch arrays and training caches hand theirs back when collected.
+        self._scratch: dict[str, Array] = {}
+        self._spare: dict[tuple[int, ...], list[Array]] = {}
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> Array:
+        """Return a reusable uninitialised array for `key`, reallocating only when the shape or dtype changes."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = self._scratch[key] = np.empty(shape, dtype=self.dtype)
+        return buf
+
+    def _take(self, shape: tuple[int, ...]) -> Array:
+        """Return an uninitialised array for a training cache: one a collected cache gave back, or a new one."""
+        spares = self._spare.get(shape)
+        while spares:
+            array = spares.pop()
+            if array.dtype == self.dtype:
+                return array
+        return np.empty(shape, dtype=self.dtype)
+
+    def _give_back(self, arrays: list[Array]) -> None:
+        for array in arrays:
+            spares = self._spare.setdefault(array.shape, [])
+            if len(spares) < 2:
+                spares.append(array)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -170,26 +193,21 @@ class LSTM:
     def forward(self, x: Array) -> Array:
         """Return the top layer's outputs (batch, time, hidden) for inputs (batch, time, features)."""
         x = self._check_input(x)
-        batch, time, _ = x.shape
+        batch, time, features = x.shape
         plan = self._plan
-        if (
-            plan is None
-            or plan.gates.shape[1] != batch
-            or len(plan.inputs[0]) != time
-            or plan.gates.dtype != self.dtype
-        ):
+        if plan is None or plan.stacks[0].shape[::2] != (time + 1, batch) or plan.gates.dtype != self.dtype:
             plan = self._plan = self._make_plan(batch, time)
             self._half = np.array(0.5, dtype=self.dtype)
-        hidden, features = self.hidden_size, self.input_size
-        stack = plan.stacks[0]
-        np.copyto(stack[:features, :time], x.transpose(2, 1, 0))
+        hidden = self.hidden_size
+        np.copyto(plan.stacks[0][:time, :features], x.transpose(1, 2, 0))
         for k in range(self.num_layers):
             if k:
-                below = plan.stacks[k - 1]
-                np.copyto(plan.stacks[k][:hidden, :time], below[-1 - hidden : -1, 1:])
+                np.copyto(plan.stacks[k][:time, :hidden], plan.stacks[k - 1][1:, -1 - hidden : -1])
             self._steps_inference(self._weights(k), plan, k)
-        top = plan.stacks[-1]
-        return np.ascontiguousarray(top[-1 - hidden : -1, 1:].transpose(2, 1, 0))
+        return np.ascontiguousarray(plan.stacks[-1][1:, -1 - hidden : -1].transpose(2, 0, 1))
+
+    def _empty(self, shape: tuple[int, ...]) -> Array:
+        return np.empty(shape, dtype=self.dtype)
 
     def _check_input(self, x: Array) -> Array:
         x = np.asarray(x)
@@ -199,26 +217,22 @@ class LSTM:
 
     def _make_plan(self, batch: int, time: int) -> _Plan:
         hidden = self.hidden_size
-        stacks = []
-        for k in range(self.num_layers):
-            stack = self._new_stack(k, batch, time)
-            stacks.append(stack)
-        gates = np.zeros((5 * hidden, batch), dtype=self.dtype)
+        stacks = [self._new_stack(k, batch, time, self._empty) for k in range(self.num_layers)]
         return _Plan(
             stacks=stacks,
-            gates=gates,
+            gates=np.zeros((5 * hidden, batch), dtype=self.dtype),
             products=np.empty((2 * hidden, batch), dtype=self.dtype),
             tanh_c=np.empty((hidden, batch), dtype=self.dtype),
-            inputs=[_steps(stack[:, :time]) for stack in stacks],
-            hiddens=[_steps(stack[-1 - hidden : -1, 1:]) for stack in stacks],
+            inputs=[list(stack[:time]) for stack in stacks],
+            hiddens=[list(stack[1:, -1 - hidden : -1]) for stack in stacks],
         )
 
-    def _new_stack(self, k: int, batch: int, time: int) -> Array:
-        """Return a (F + H + 1, T + 1, B) stack with h_{-1} = 0 and the row of ones set; the x rows are unset."""
+    def _new_stack(self, k: int, batch: int, time: int, empty: Callable[[tuple[int, ...]], Array]) -> Array:
+        """Return a (T + 1, F + H + 1, B) stack with h_{-1} = 0 and the row of ones set; the x rows are unset."""
         features = self.input_size if k == 0 else self.hidden_size
-        stack = np.empty((features + self.hidden_size + 1, time + 1, batch), dtype=self.dtype)
-        stack[features:, 0] = 0
-        stack[-1] = 1
+        stack = empty((time + 1, features + self.hidden_size + 1, batch))
+        stack[0, features:] = 0
+        stack[:, -1] = 1
         return stack
 
     def _weights(self, k: int) -> Array:
@@ -248,8 +262,8 @@ class LSTM:
         half = self._half
         dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
         cell[...] = 0
-        for column, h in zip(plan.inputs[k], plan.hiddens[k], strict=True):
-            dot(weights, column, out=four)
+        for block, h in zip(plan.inputs[k], plan.hiddens[k], strict=True):
+            dot(weights, block, out=four)
             tanh(four, out=four)
             multiply(sig, half, out=sig)
             add(sig, half, out=sig)
@@ -267,55 +281,55 @@ class LSTM:
         if dropout > 0.0 and rng is None:
             raise ValueError("dropout needs an rng")
         x = self._check_input(x)
-        batch, time, _ = x.shape
+        batch, time, features = x.shape
         hidden = self.hidden_size
-        cache = LSTMCache(batch_first_shape=(batch, time, self.input_size))
-        below: Array | None = None
+        cache = LSTMCache(batch_first_shape=(batch, time, features))
         for k in range(self.num_layers):
-            stack = self._new_stack(k, batch, time)
-            features = stack.shape[0] - hidden - 1
+            stack = self._new_stack(k, batch, time, self._take)
             mask = None
-            if below is None:
-                np.copyto(stack[:features, :time], x.transpose(2, 1, 0))
-            elif dropout > 0.0 and rng is not None:
-                keep = rng.random(below.shape) >= dropout
-                mask = keep.astype(self.dtype) / self.dtype.type(1.0 - dropout)
-                np.multiply(below, mask, out=stack[:features, :time])
+            if k == 0:
+                np.copyto(stack[:time, :features], x.transpose(1, 2, 0))
             else:
-                np.copyto(stack[:features, :time], below)
-            layer = self._layer_train(k, stack, mask)
-            cache.layers.append(layer)
-            below = stack[-1 - hidden : -1, 1:]
-        top = cache.layers[-1].stack[-1 - hidden : -1, 1:]
-        return np.ascontiguousarray(top.transpose(2, 1, 0)), cache
+                below = cache.layers[-1].stack[1:, -1 - hidden : -1]
+                if dropout > 0.0 and rng is not None:
+                    keep = rng.random(below.shape) >= dropout
+                    mask = keep.astype(self.dtype) / self.dtype.type(1.0 - dropout)
+                    np.multiply(below, mask, out=stack[:time, :hidden])
+                else:
+                    np.copyto(stack[:time, :hidden], below)
+            cache.layers.append(self._layer_train(k, stack, mask))
+        arrays = [array for layer in cache.layers for array in (layer.stack, layer.acts, layer.tcs)]
+        weakref.finalize(cache, self._give_back, arrays)
+        top = cache.layers[-1].stack[1:, -1 - hidden : -1]
+        return np.ascontiguousarray(top.transpose(2, 0, 1)), cache
 
     def _layer_train(self, k: int, stack: Array, mask: Array | None) -> _LayerCache:
         """Run layer `k` over `stack` keeping every step's activations; the weights are fused afresh."""
         hidden = self.hidden_size
-        _, columns, batch = stack.shape
+        columns, _, batch = stack.shape
         time = columns - 1
         weights = self._fuse(k)
-        acts = np.empty((5 * hidden, time + 1, batch), dtype=self.dtype)
-        acts[4 * hidden :, 0] = 0
-        tcs = np.empty((hidden, time, batch), dtype=self.dtype)
+        acts = self._take((time + 1, 5 * hidden, batch))
+        acts[0, 4 * hidden :] = 0
+        tcs = self._take((time, hidden, batch))
         products = np.empty((2 * hidden, batch), dtype=self.dtype)
         ig, fc = products[:hidden], products[hidden:]
         half = np.array(0.5, dtype=self.dtype)
-        matmul, tanh, multiply, add = np.matmul, np.tanh, np.multiply, np.add
+        dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
         steps = zip(
-            _steps(stack[:, :time]),
-            _steps(acts[: 4 * hidden, :time]),
-            _steps(acts[: 3 * hidden, :time]),
-            _steps(acts[hidden : 3 * hidden, :time]),
-            _steps(acts[3 * hidden :, :time]),
-            _steps(acts[4 * hidden :, 1:]),
-            _steps(acts[:hidden, :time]),
-            _steps(tcs),
-            _steps(stack[-1 - hidden : -1, 1:]),
+            stack[:time],
+            acts[:time, : 4 * hidden],
+            acts[:time, : 3 * hidden],
+            acts[:time, hidden : 3 * hidden],
+            acts[:time, 3 * hidden :],
+            acts[1:, 4 * hidden :],
+            acts[:time, :hidden],
+            tcs,
+            stack[1:, -1 - hidden : -1],
             strict=True,
         )
-        for column, four, sig, i_f, g_c, cell, out_gate, tanh_c, h in steps:  # 8 NumPy calls per step
-            matmul(weights, column, out=four)
+        for block, four, sig, i_f, g_c, cell, out_gate, tanh_c, h in steps:  # 8 NumPy calls per step
+            dot(weights, block, out=four)
             tanh(four, out=four)
             multiply(sig, half, out=sig)
             add(sig, half, out=sig)
@@ -334,45 +348,53 @@ class LSTM:
         expected = (batch, time, hidden)
         if d_outputs.shape != expected:
             raise ValueError(f"d_outputs must have shape {expected}, got {d_outputs.shape}")
-        d_h = np.ascontiguousarray(np.asarray(d_outputs).transpose(2, 1, 0), dtype=self.dtype)
+        d_h = self._buffer("d_top", (time, hidden, batch))
+        np.copyto(d_h, np.asarray(d_outputs).transpose(1, 2, 0))
         grads: dict[str, Array] = {}
         for k in reversed(range(self.num_layers)):
             layer = cache.layers[k]
-            d_z = self._layer_backward(d_h, layer).reshape(4 * hidden, time * batch)
+            d_z = self._layer_backward(d_h, layer)
             features = layer.w_ih.shape[1]
-            columns = layer.stack[:, :time].reshape(-1, time * batch)
-            d_w = (d_z @ columns.T)[self._inverse]  # all steps' [W_ih | W_hh | b] gradients in one GEMM
+            # Per-step GEMMs summed over time beat one GEMM on time-merged copies of both operands.
+            per_step = self._buffer("d_w_steps", (time, 4 * hidden, layer.stack.shape[1]))
+            np.matmul(d_z, layer.stack[:time].transpose(0, 2, 1), out=per_step)
+            d_w = per_step.sum(axis=0)[self._inverse]
             grads[f"weight_ih_l{k}"] = np.ascontiguousarray(d_w[:, :features])
             grads[f"weight_hh_l{k}"] = np.ascontiguousarray(d_w[:, features:-1])
             grads[f"bias_ih_l{k}"] = d_w[:, -1].copy()
             grads[f"bias_hh_l{k}"] = d_w[:, -1].copy()
-            d_h = (layer.w_ih.T @ d_z).reshape(features, time, batch)
+            d_h = np.matmul(layer.w_ih.T, d_z, out=self._buffer(f"d_in{k}", (time, features, batch)))
             if layer.mask is not None:
                 d_h *= layer.mask
         ordered = {name: grads[name] for name in self.params}
-        return ordered, np.ascontiguousarray(d_h.transpose(2, 1, 0))
+        return ordered, np.ascontiguousarray(d_h.transpose(2, 0, 1))
 
     def _layer_backward(self, d_out: Array, layer: _LayerCache) -> Array:
-        """Return the gradient w.r.t. one layer's gate pre-activations (4H, T, B), internal order (o, i, f, g)."""
-        hidden, time, batch = d_out.shape
-        acts, tcs = layer.acts, layer.tcs
+        """Return the gradient w.r.t. one layer's gate pre-activations (T, 4H, B), internal order (o, i, f, g)."""
+        time, hidden, batch = d_out.shape
+        acts, tcs = layer.acts[:time], layer.tcs
         dtype = acts.dtype
         # Local multipliers, vectorised over all steps: dz_o = dh * L_o and dz_{i,f,g} = dc * L_{i,f,g}.
-        sig = acts[: 3 * hidden, :time]
-        slope = sig * (1 - sig)  # sigmoid'(z) for o, i, f
-        local = np.empty((4, hidden, time, batch), dtype=dtype)
-        np.multiply(slope[:hidden], tcs, out=local[0])
-        gate_in = acts[3 * hidden :, :time].reshape(2, hidden, time, batch)  # [g; c_{t-1}]
-        np.multiply(slope[hidden:].reshape(2, hidden, time, batch), gate_in, out=local[1:3])
-        g = acts[3 * hidden : 4 * hidden, :time]
-        np.multiply(acts[hidden : 2 * hidden, :time], 1 - g * g, out=local[3])
-        # carry[:, t] = [d c_t / d h_t; f_{t+1}]: one multiply and one add take (dh, dc_{t+1}) to dc_t.
-        carry = np.empty((2 * hidden, time, batch), dtype=dtype)
-        np.multiply(acts[:hidden, :time], 1 - tcs * tcs, out=carry[:hidden])
-        carry[hidden:, : time - 1] = acts[2 * hidden : 3 * hidden, 1:time]
-        carry[hidden:, time - 1] = 0
-        d_z = np.empty((4, hidden, time, batch), dtype=dtype)
-        d_flat = d_z.reshape(4 * hidden, time, batch)
+        sig = acts[:, : 3 * hidden]
+        slope = self._buffer("slope", sig.shape)
+        np.subtract(1, sig, out=slope)
+        np.multiply(slope, sig, out=slope)  # sigmoid'(z) for o, i, f
+        local = self._buffer("local", (time, 4 * hidden, batch))
+        np.multiply(slope[:, :hidden], tcs, out=local[:, :hidden])
+        np.multiply(slope[:, hidden:], acts[:, 3 * hidden :], out=local[:, hidden : 3 * hidden])  # [g; c_{t-1}]
+        square = self._buffer("square", tcs.shape)
+        g = acts[:, 3 * hidden : 4 * hidden]
+        np.multiply(g, g, out=square)
+        np.subtract(1, square, out=square)
+        np.multiply(acts[:, hidden : 2 * hidden], square, out=local[:, 3 * hidden :])
+        # carry[t] = [d c_t / d h_t; f_{t+1}]: one multiply and one add take (dh_t, dc_{t+1}) to dc_t.
+        carry = self._buffer("carry", (time, 2 * hidden, batch))
+        np.multiply(tcs, tcs, out=square)
+        np.subtract(1, square, out=square)
+        np.multiply(acts[:, :hidden], square, out=carry[:, :hidden])
+        carry[: time - 1, hidden:] = acts[1:, 2 * hidden : 3 * hidden]
+        carry[time - 1, hidden:] = 0
+        d_z = self._buffer("d_z", (time, 4 * hidden, batch))
         w_hh_t = layer.w_hh_t
         both = np.zeros((2 * hidden, batch), dtype=dtype)  # [dh_t; dc_t], dc_T = 0
         dh, dc = both[:hidden], both[hidden:]
@@ -382,13 +404,13 @@ class LSTM:
         dh_next = np.zeros((hidden, batch), dtype=dtype)
         add, multiply, dot = np.add, np.multiply, np.dot
         steps = zip(
-            _steps(d_out),
-            _steps(carry),
-            _steps(local[0]),
-            list(local[1:].transpose(2, 0, 1, 3)),
-            _steps(d_z[0]),
-            list(d_z[1:].transpose(2, 0, 1, 3)),
-            _steps(d_flat),
+            d_out,
+            carry,
+            local[:, :hidden],
+            local[:, hidden:].reshape(time, 3, hidden, batch),
+            d_z[:, :hidden],
+            d_z[:, hidden:].reshape(time, 3, hidden, batch),
+            d_z,
             strict=True,
         )
         for d_out_t, carry_t, local_o, local_ifg, dz_o, dz_ifg, dz_t in reversed(list(steps)):  # 6 calls per step
@@ -398,4 +420,4 @@ class LSTM:
             multiply(dh, local_o, out=dz_o)
             multiply(local_ifg, dc3, out=dz_ifg)
             dot(w_hh_t, dz_t, out=dh_next)
-        return d_flat
+        return d_z
