@@ -262,15 +262,16 @@ class LSTM:
         half = self._half
         dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
         cell[...] = 0
+        # `out` goes positionally: the keyword costs ~0.04 µs a call, 10% of a small call.
         for block, h in zip(plan.inputs[k], plan.hiddens[k], strict=True):
-            dot(weights, block, out=four)
-            tanh(four, out=four)
-            multiply(sig, half, out=sig)
-            add(sig, half, out=sig)
-            multiply(i_f, g_c, out=products)
-            add(ig, fc, out=cell)
-            tanh(cell, out=tanh_c)
-            multiply(out_gate, tanh_c, out=h)
+            dot(weights, block, four)
+            tanh(four, four)
+            multiply(sig, half, sig)
+            add(sig, half, sig)
+            multiply(i_f, g_c, products)
+            add(ig, fc, cell)
+            tanh(cell, tanh_c)
+            multiply(out_gate, tanh_c, h)
 
     def forward_train(
         self, x: Array, dropout: float = 0.0, rng: np.random.Generator | None = None
@@ -329,14 +330,14 @@ class LSTM:
             strict=True,
         )
         for block, four, sig, i_f, g_c, cell, out_gate, tanh_c, h in steps:  # 8 NumPy calls per step
-            dot(weights, block, out=four)
-            tanh(four, out=four)
-            multiply(sig, half, out=sig)
-            add(sig, half, out=sig)
-            multiply(i_f, g_c, out=products)
-            add(ig, fc, out=cell)
-            tanh(cell, out=tanh_c)
-            multiply(out_gate, tanh_c, out=h)
+            dot(weights, block, four)
+            tanh(four, four)
+            multiply(sig, half, sig)
+            add(sig, half, sig)
+            multiply(i_f, g_c, products)
+            add(ig, fc, cell)
+            tanh(cell, tanh_c)
+            multiply(out_gate, tanh_c, h)
         w_ih = self.params[f"weight_ih_l{k}"][self._order].astype(self.dtype)
         w_hh_t = np.ascontiguousarray(self.params[f"weight_hh_l{k}"][self._order].T, dtype=self.dtype)
         return _LayerCache(stack=stack, acts=acts, tcs=tcs, mask=mask, w_ih=w_ih, w_hh_t=w_hh_t)
@@ -414,10 +415,10 @@ class LSTM:
             strict=True,
         )
         for d_out_t, carry_t, local_o, local_ifg, dz_o, dz_ifg, dz_t in reversed(list(steps)):  # 6 calls per step
-            add(d_out_t, dh_next, out=dh)
-            multiply(both, carry_t, out=terms)
-            add(term_h, term_c, out=dc)
-            multiply(dh, local_o, out=dz_o)
-            multiply(local_ifg, dc3, out=dz_ifg)
-            dot(w_hh_t, dz_t, out=dh_next)
+            add(d_out_t, dh_next, dh)
+            multiply(both, carry_t, terms)
+            add(term_h, term_c, dc)
+            multiply(dh, local_o, dz_o)
+            multiply(local_ifg, dc3, dz_ifg)
+            dot(w_hh_t, dz_t, dh_next)
         return d_z
