@@ -307,3 +307,47 @@ def test_fill_ids_are_deterministic_uuids() -> None:
     assert fill_id("abc") == fill_id("abc") != fill_id("abd")
     assert uuid.UUID(hex=fill_id("abc")).hex == fill_id("abc")
     assert orjson.loads(encode(_decision()))["type"] == "decision"
+
+
+async def test_the_loop_unwinds_a_lone_leg_and_resumes_open_positions_after_a_restart(
+    redis_url: str, tmp_path: Path
+) -> None:
+    prefix = f"arbtest{uuid.uuid4().hex[:8]}"
+    client = aioredis.from_url(redis_url)
+    ledger = Ledger(tmp_path / "ledger.sqlite", START)
+    rig = _Rig(client, prefix, ledger, unwind="reverse", unwind_after_ms=1_000)
+    eth = {"symbol": "ETH/USDT", "buy_price": 2000.0, "sell_price": 2010.0, "size": 1.0}
+    rig.market.on_event(_book("alpha", TS + 120, ((1999.0, 5.0),), ((2000.0, 5.0),), symbol="ETH/USDT"))
+    stream = rig.channels.decision_stream()
+    try:
+        await client.xgroup_create(stream, "paper", id="0", mkstream=True)
+        later = {"ts": TS + 5_000, "window": {"not_before_ts": TS + 5_000, "deadline_ts": TS + 10_000}}
+        first, second = _decision(**eth), _decision(**eth, **later)
+        await rig.add(encode(first))
+        rig.start()
+        await eventually(lambda: ledger.open_positions(), message="beta has no ETH book: the buy should stand alone")
+        rig.market.on_event(_book("alpha", TS + 1_500, ((1995.0, 5.0),), ((1996.0, 5.0),), symbol="ETH/USDT"))
+        await eventually(lambda: not ledger.open_positions(), message="the lone buy was not reversed")
+        assert ledger.balances()["alpha"]["ETH"] == pytest.approx(0.0)
+        [position] = ledger.positions()
+        assert position["unwind_pnl"] == pytest.approx(1995.0 - 2000.0 - 1995.0 * 0.001)
+        await rig.stop()
+
+        # A restart finds a position still open in the ledger and unwinds it.
+        rig.market.on_event(_book("alpha", TS + 5_120, ((1999.0, 5.0),), ((2000.0, 5.0),), symbol="ETH/USDT"))
+        await rig.add(encode(second))
+        rig.start()
+        await eventually(lambda: ledger.has(second.id))
+        await rig.stop()
+        assert len(ledger.open_positions()) == 1
+        restarted = _Rig(client, prefix, ledger, unwind="reverse", unwind_after_ms=1_000)
+        restarted.market.on_event(_book("alpha", TS + 6_200, ((2001.0, 5.0),), ((2002.0, 5.0),), symbol="ETH/USDT"))
+        restarted.start()
+        await eventually(lambda: not ledger.open_positions(), message="the open position was not resumed")
+        await restarted.stop()
+        assert ledger.balances()["alpha"]["ETH"] == pytest.approx(0.0)
+    finally:
+        await rig.stop()
+        await client.delete(stream, rig.channels.fill_stream())
+        await client.aclose()
+        ledger.close()
