@@ -64,8 +64,9 @@ def demo(
     fault_interval: Annotated[float, typer.Option(help="seconds between injected faults")] = 5.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run simulated venues, ccxt.pro feeds, strategy, scorer and Redis publisher on this machine."""
+    """Run simulated venues, ccxt.pro feeds, strategy, scorer, risk and paper trader on this machine."""
     from bot.demo import run_demo, summary_table, write_summary
+    from bot.paper.service import PaperError
     from bot.venues.faults import parse_faults
 
     _setup_logging(verbose)
@@ -80,8 +81,8 @@ def demo(
         raise _fail(f"--faults: {exc}") from None
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(run_demo(cfg, duration, console, kinds, fault_interval))
-    except RedisUnavailable as exc:
+        summary = asyncio.run(run_demo(cfg, duration, console, kinds, fault_interval, fresh_ledger=True))
+    except (RedisUnavailable, PaperError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:
@@ -98,8 +99,9 @@ def run(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON here on exit")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the signals role against the configured venues (real ones, and local simulated ones if any)."""
+    """Run the config's roles (signals, risk, paper) against its venues (real ones, and local simulated ones)."""
     from bot.demo import run_demo, summary_table, write_summary
+    from bot.paper.service import PaperError
 
     _setup_logging(verbose)
     _positive(duration, "--duration")
@@ -107,7 +109,7 @@ def run(
     console = Console(highlight=False, soft_wrap=True)
     try:
         summary = asyncio.run(run_demo(cfg, duration, console, start_private_redis=False))
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, PaperError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:

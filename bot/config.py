@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
@@ -250,9 +250,15 @@ class RootConfig(_Strict):
     scorer: ScorerConfig = ScorerConfig()
     risk: RiskConfig = RiskConfig()
     paper: PaperConfig = PaperConfig()
+    roles: Annotated[tuple[Literal["signals", "risk", "paper"], ...], Field(min_length=1)] = Field(
+        default=("signals", "risk", "paper"),
+        description="roles `arbbot run` / `arbbot demo` host in one process; others run as `arbbot risk` / `paper`",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RootConfig:
+        if "signals" not in self.roles:
+            raise ValueError("roles must include signals (run risk and paper alone as `arbbot risk` / `arbbot paper`)")
         known = set(self.symbols)
         for name, venue in self.venues.items():
             unknown = set(venue.symbols or ()) - known

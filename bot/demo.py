@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.chain.configured import ConfiguredChain, start_local_chain
 from bot.config import RootConfig
+from bot.paper.service import PaperRole, ledger_path
+from bot.risk.service import RiskService
 from bot.signals_role import ChainEndpoint, SignalsRole
 from bot.venues.base import Fault
 from bot.venues.faults import FaultSchedule
@@ -47,6 +50,11 @@ class DemoSummary:
     faults: dict[str, int] = field(default_factory=dict)
     faults_detected: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    decisions: int = 0
+    decisions_execute: int = 0
+    fills: int = 0
+    paper_pnl: float = 0.0
+    paper_ledger: str = ""
     venues: dict[str, dict[str, Any]] = field(default_factory=dict)
     redis_url: str = ""
     redis_started: bool = False
@@ -55,7 +63,57 @@ class DemoSummary:
     def to_json(self) -> bytes:
         fields = {name: getattr(self, name) for name in self.__slots__}
         fields["duration_s"] = round(self.duration_s, 3)
+        fields["paper_pnl"] = round(self.paper_pnl, 6)
         return orjson.dumps(fields, option=orjson.OPT_INDENT_2)
+
+
+@dataclass(slots=True)
+class _Downstream:
+    """The risk and paper roles hosted next to the signals role (each None when the config leaves it out).
+
+    They talk to the signals role only through Redis, as they would from other processes."""
+
+    risk: RiskService | None = None
+    paper: PaperRole | None = None
+
+    def decisions(self) -> tuple[int, int]:
+        """(decisions published, of which execute)."""
+        if self.risk is None:
+            return 0, 0
+        stats = self.risk.engine.stats
+        return stats.executed + stats.skipped, stats.executed
+
+    def fills(self) -> int:
+        return self.paper.trader.stats.published if self.paper is not None else 0
+
+    def pnl(self) -> float:
+        return self.paper.ledger.total_pnl() if self.paper is not None else 0.0
+
+    def line(self) -> str:
+        parts = []
+        if self.risk is not None:
+            decided, executed = self.decisions()
+            parts.append(f"decisions {decided} (execute {executed}, skip {decided - executed})")
+        if self.paper is not None:
+            parts.append(f"fills {self.fills()} · paper PnL {self.pnl():,.2f}")
+        return " | " + " · ".join(parts) if parts else ""
+
+    async def stop(self) -> None:
+        """Risk first (its publisher flushes the last decisions), then the paper trader (closes the ledger)."""
+        try:
+            if self.risk is not None:
+                await self.risk.stop()
+        finally:
+            if self.paper is not None:
+                await self.paper.stop()
+
+
+def _summarise_downstream(downstream: _Downstream, summary: DemoSummary) -> None:
+    summary.decisions, summary.decisions_execute = downstream.decisions()
+    summary.fills = downstream.fills()
+    if downstream.paper is not None:
+        summary.paper_pnl = downstream.paper.ledger.total_pnl()
+        summary.paper_ledger = str(downstream.paper.ledger.path)
 
 
 def _summarise(role: SignalsRole, venues: LocalVenues | None, summary: DemoSummary) -> None:
@@ -95,8 +153,9 @@ def _summarise(role: SignalsRole, venues: LocalVenues | None, summary: DemoSumma
 class _LiveTable:
     """Per-venue rates, lag and state, plus the pipeline's counters."""
 
-    def __init__(self, role: SignalsRole) -> None:
+    def __init__(self, role: SignalsRole, downstream: _Downstream) -> None:
         self._role = role
+        self._downstream = downstream
         self._last_updates: dict[str, int] = {}
 
     def render(self, elapsed: float, interval: float) -> Table:
@@ -122,7 +181,8 @@ class _LiveTable:
         stats = role.engine.stats
         table.caption = (
             f"opportunities {stats.opportunities} (open {role.engine.open_opportunities}) · signals {stats.signals} · "
-            f"published {role.publisher.stats.published} · rejected {role.rejections.total}{_chain_line(role)}"
+            f"published {role.publisher.stats.published} · rejected {role.rejections.total}"
+            f"{self._downstream.line()}{_chain_line(role)}"
         )
         return table
 
@@ -138,13 +198,13 @@ def _chain_line(role: SignalsRole) -> str:
     return f" | {chain.name} block {gas.block} base fee {gas.base_fee_gwei:.3f} gwei | pool {pools}"
 
 
-def _status_line(elapsed: float, role: SignalsRole) -> str:
+def _status_line(elapsed: float, role: SignalsRole, downstream: _Downstream) -> str:
     stats = role.engine.stats
     states = " ".join(f"{name}:{role.health.worst_state(name).value}" for name in sorted(role.health.venues))
     return (
         f"[{elapsed:5.1f}s] updates {stats.updates:>7} | opportunities {stats.opportunities:>4} "
         f"(open {role.engine.open_opportunities:>2}) | signals {stats.signals:>5} | rejected {role.rejections.total}"
-        f" | {states}{_chain_line(role)}"
+        f"{downstream.line()} | {states}{_chain_line(role)}"
     )
 
 
@@ -167,10 +227,12 @@ def _describe_venues(config: RootConfig) -> str:
     return ", ".join(described)
 
 
-async def _show_progress(role: SignalsRole, duration_s: float | None, stop: asyncio.Event, console: Console) -> float:
+async def _show_progress(
+    role: SignalsRole, downstream: _Downstream, duration_s: float | None, stop: asyncio.Event, console: Console
+) -> float:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    table = _LiveTable(role)
+    table = _LiveTable(role, downstream)
     live = Live(table.render(0.0, 1.0), console=console, auto_refresh=False) if console.is_terminal else None
     with live or contextlib.nullcontext():
         while not stop.is_set():
@@ -184,8 +246,29 @@ async def _show_progress(role: SignalsRole, duration_s: float | None, stop: asyn
             if live is not None:
                 live.update(table.render(elapsed, wait), refresh=True)
             else:
-                console.print(_status_line(elapsed, role))
+                console.print(_status_line(elapsed, role, downstream))
     return loop.time() - started
+
+
+async def _start_downstream(
+    config: RootConfig, client: aioredis.Redis, console: Console, fresh_ledger: bool, downstream: _Downstream
+) -> None:
+    """Start the risk and paper roles the config names, before the signals role so they miss nothing."""
+    if "risk" in config.roles:
+        downstream.risk = RiskService(config, client)
+        await downstream.risk.start()
+    if "paper" in config.roles:
+        if fresh_ledger and (moved := rotate_ledger(ledger_path(config))) is not None:
+            console.print(f"Previous paper ledger moved to {moved}")
+        downstream.paper = PaperRole(config, client)
+        await downstream.paper.start()
+    if downstream.risk is not None or downstream.paper is not None:
+        hosted = " and ".join(name for name in ("risk", "paper") if name in config.roles)
+        console.print(
+            f"arbbot: {hosted} in this process, through Redis: decisions on {config.redis.prefix}:decision:*, "
+            f"fills on {config.redis.prefix}:fill:*"
+            + (f", paper ledger {downstream.paper.ledger.path}" if downstream.paper is not None else "")
+        )
 
 
 async def run_demo(
@@ -195,11 +278,13 @@ async def run_demo(
     faults: Sequence[Fault] = (),
     fault_interval_s: float = 5.0,
     start_private_redis: bool = True,
+    fresh_ledger: bool = False,
 ) -> DemoSummary:
     """Run until `duration_s` elapses or SIGINT/SIGTERM; return the summary.
 
     Local venue servers are started for the config's simulated venues (all of them in the demo);
-    real venues are reached as configured.
+    real venues are reached as configured. The risk and paper roles run too when `config.roles` names them;
+    `fresh_ledger` moves an existing paper ledger aside first (`arbbot demo`: one ledger per run).
     """
     summary = DemoSummary()
     url, local_redis = await _resolve_redis(config.redis.url, console, start_private_redis)
@@ -211,6 +296,7 @@ async def run_demo(
     local_chain: ConfiguredChain | None = None
     chain: ChainEndpoint | None = None
     schedule_task: asyncio.Task[None] | None = None
+    downstream = _Downstream()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -227,6 +313,7 @@ async def run_demo(
         role = SignalsRole(
             config, client, {name: venues.endpoint(name) for name in servers} if venues else None, chain=chain
         )
+        await _start_downstream(config, client, console, fresh_ledger, downstream)
         await role.start()
         console.print(
             f"arbbot: venues {_describe_venues(config)}; symbols {', '.join(config.symbols)}; "
@@ -238,16 +325,20 @@ async def run_demo(
             )
             schedule_task = loop.create_task(schedule.run(), name="fault-schedule")
             console.print(f"Injecting faults every {fault_interval_s:.0f} s: {', '.join(f.value for f in faults)}")
-        summary.duration_s = await _show_progress(role, duration_s, stop, console)
+        summary.duration_s = await _show_progress(role, downstream, duration_s, stop, console)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if schedule_task is not None:
             schedule_task.cancel()
             await asyncio.gather(schedule_task, return_exceptions=True)
-        if role is not None:
-            await role.stop()
-            _summarise(role, venues, summary)
+        try:
+            if role is not None:
+                await role.stop()
+                _summarise(role, venues, summary)
+        finally:
+            _summarise_downstream(downstream, summary)
+            await downstream.stop()
         if local_chain is not None:
             await local_chain.chain.stop()
         if venues is not None:
@@ -256,6 +347,24 @@ async def run_demo(
         if local_redis is not None:
             await local_redis.stop()
     return summary
+
+
+def rotate_ledger(path: Path) -> Path | None:
+    """Move a ledger (and its WAL files) aside as `{stem}.{mtime}{suffix}`; the new name, or None if none."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.stem}.{stamp}-{counter}{path.suffix}")
+    path.rename(target)
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            side.rename(target.with_name(target.name + extra))
+    return target
 
 
 def write_summary(summary: DemoSummary, path: Path) -> None:
@@ -275,8 +384,14 @@ def summary_table(summary: DemoSummary) -> Table:
         "dropped",
         "reconnects",
         "stale_intervals",
+        "decisions",
+        "decisions_execute",
+        "fills",
     ):
         table.add_row(key, str(getattr(summary, key)))
+    table.add_row("paper_pnl", f"{summary.paper_pnl:,.2f}")
+    if summary.paper_ledger:
+        table.add_row("paper_ledger", summary.paper_ledger)
     table.add_row("signals_from_stale_books", str(summary.signals_from_stale_books))
     table.add_row("redis_url", summary.redis_url)
     table.add_row("duration_s", f"{summary.duration_s:.1f}")

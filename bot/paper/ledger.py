@@ -278,3 +278,13 @@ class Ledger:
             "SELECT COALESCE(closed_ts, opened_ts), unwind_pnl FROM positions WHERE unwind_pnl != 0.0 ORDER BY 1"
         ).fetchall()
         return [(int(ts), float(pnl)) for ts, pnl in rows]
+
+    def total_pnl(self) -> float:
+        """Realised PnL so far, quote: executed decisions plus unwinds (the report's `pnl.total`)."""
+        trades = self._db.execute("SELECT COALESCE(SUM(realised_pnl), 0.0) FROM decisions WHERE action = 'execute'")
+        unwinds = self._db.execute("SELECT COALESCE(SUM(unwind_pnl), 0.0) FROM positions")
+        return float(trades.fetchone()[0]) + float(unwinds.fetchone()[0])
+
+    def fill_count(self) -> int:
+        """Decisions executed and written down (every status: filled, partial, missed, reverted)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM decisions WHERE action = 'execute'").fetchone()[0])

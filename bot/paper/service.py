@@ -44,6 +44,56 @@ def open_ledger(cfg: RootConfig) -> Ledger:
         raise PaperError(f"cannot open the paper ledger {path} ({exc}); check paper.ledger_path") from None
 
 
+class PaperRole:
+    """The paper trader as a role: the remote market view, the ledger and the consumer loop on one client.
+
+    `start()` returns once the consumer group exists and pending decisions are handled (or the loop failed);
+    `stop()` cancels the loop, closes the market view and the ledger (the client stays the caller's).
+    """
+
+    def __init__(self, cfg: RootConfig, client: aioredis.Redis) -> None:
+        self.ledger = open_ledger(cfg)
+        self.channels = Channels(cfg.redis.prefix)
+        self.market = RemoteMarket(client, self.channels)
+        history = MarketHistory(cfg.paper.book_history)
+        history.attach(self.market)
+        fees = {name: venue.taker_fee_bps for name, venue in cfg.venues.items()}
+        executor = Executor(history, cfg.paper, fees)
+        self.trader = PaperTrader(client, self.channels, cfg.paper, executor, self.ledger, cfg.redis.stream_maxlen)
+        self._cfg = cfg
+        self._consumer: asyncio.Task[None] | None = None
+
+    @property
+    def consumer(self) -> asyncio.Task[None] | None:
+        """The consumer loop's task once started (it ends only when cancelled or on a bug)."""
+        return self._consumer
+
+    def describe(self) -> str:
+        paper = self._cfg.paper
+        return (
+            f"consuming {self.channels.decision_stream()} as {paper.group}/{paper.consumer}, ledger {self.ledger.path}"
+        )
+
+    async def start(self) -> None:
+        await self.market.start()
+        self._consumer = asyncio.create_task(self.trader.run(), name="paper:consumer")
+        ready = asyncio.create_task(self.trader.ready.wait(), name="paper:ready")
+        await asyncio.wait({self._consumer, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._consumer.done() and not self._consumer.cancelled() and (exc := self._consumer.exception()):
+            raise exc
+
+    async def stop(self) -> None:
+        try:
+            if self._consumer is not None:
+                self._consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._consumer
+            await self.market.close()
+        finally:
+            self.ledger.close()
+
+
 async def run_paper(
     cfg: RootConfig,
     duration_s: float | None = None,
@@ -58,37 +108,26 @@ async def run_paper(
         raise PaperError(
             f"cannot reach Redis at {redact_url(cfg.redis.url)} ({exc}); is it running? set ARBBOT_REDIS_URL"
         ) from None
-    ledger = open_ledger(cfg)
-    channels = Channels(cfg.redis.prefix)
-    history = MarketHistory(cfg.paper.book_history)
-    market = RemoteMarket(client, channels)
-    history.attach(market)
-    executor = Executor(history, cfg.paper, {name: venue.taker_fee_bps for name, venue in cfg.venues.items()})
-    trader = PaperTrader(client, channels, cfg.paper, executor, ledger, cfg.redis.stream_maxlen)
+    try:
+        role = PaperRole(cfg, client)
+    except PaperError:
+        await client.aclose()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await market.start()
-        consumer = asyncio.create_task(trader.run(), name="paper:consumer")
-        ready = asyncio.create_task(trader.ready.wait(), name="paper:ready")
-        await asyncio.wait({consumer, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if trader.ready.is_set() and on_ready is not None:
-            on_ready(
-                f"consuming {channels.decision_stream()} as {cfg.paper.group}/{cfg.paper.consumer}, "
-                f"ledger {ledger.path}"
-            )
+        await role.start()
+        if role.trader.ready.is_set() and on_ready is not None:
+            on_ready(role.describe())
+        assert role.consumer is not None
         waiter = asyncio.create_task(stop.wait(), name="paper:stop")
-        await asyncio.wait({consumer, waiter}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
-        for task in (consumer, ready, waiter):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        await asyncio.wait({role.consumer, waiter}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        await market.close()
-        ledger.close()
+        await role.stop()
         await client.aclose()
-    return trader.stats
+    return role.trader.stats
