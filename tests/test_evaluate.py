@@ -13,6 +13,7 @@ from test_train import FAST, synthetic
 
 from bot.config import DEMO_CONFIG_PATH, load_config
 from bot.model.dataset import build_dataset
+from bot.model.evaluate import check_goals
 from bot.model.file import load_model
 from bot.model.labels import LabelSettings
 from bot.model.runs import build_runs_dataset, group_runs
@@ -126,3 +127,21 @@ def test_separate_runs_are_not_merged(recording: Path, tmp_path: Path) -> None:
     assert len(set(both.opportunity_ids)) == 2 * len(set(a.opportunity_ids))  # run-prefixed, still distinct
     assert np.array_equal(both.windows[len(a) :], a.windows)
     assert np.array_equal(both.profitable[: len(a)], a.profitable)
+
+
+def _row(auc: float, pnl: float, losing: int) -> dict[str, float | int]:
+    return {"roc_auc": auc, "pnl": pnl, "losing_trades": losing}
+
+
+def test_goals() -> None:
+    met = check_goals({"lstm": _row(0.87, 130.0, 5), "logistic": _row(0.81, 90.0, 6), "naive": _row(0.5, 100.0, 9)})
+    assert met["all_met"]
+    short = check_goals({"lstm": _row(0.85, 129.0, 9), "logistic": _row(0.81, 90.0, 6), "naive": _row(0.5, 100.0, 9)})
+    assert not any(
+        short[name]["met"] for name in ("lstm_auc_vs_logistic", "lstm_pnl_vs_naive", "lstm_fewer_losing_trades")
+    )
+    # A losing naive policy: standing aside (0) meets the PnL goal, losing less than naive does not.
+    aside = check_goals({"lstm": _row(0.9, 0.0, 0), "logistic": _row(0.8, 0.0, 0), "naive": _row(0.5, -50.0, 9)})
+    assert aside["lstm_pnl_vs_naive"]["met"]
+    losing = check_goals({"lstm": _row(0.9, -10.0, 1), "logistic": _row(0.8, 0.0, 0), "naive": _row(0.5, -50.0, 9)})
+    assert not losing["lstm_pnl_vs_naive"]["met"]
