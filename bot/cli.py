@@ -315,7 +315,15 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from bot.model.dataset import default_settings
-    from bot.model.train import EpochReport, TrainError, TrainSettings, label_settings, train_model, write_model
+    from bot.model.train import (
+        EpochReport,
+        TrainError,
+        TrainSettings,
+        config_with_fees,
+        label_settings,
+        train_model,
+        write_model,
+    )
 
     try:
         settings = label_settings(default_settings(cfg), fee_bps, latency_ms)
@@ -324,8 +332,10 @@ def train(
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    dataset = _build_dataset(files, cfg, kind, low_high, settings, window)
-    print(f"{len(dataset)} samples, {float(dataset.profitable.mean()) if len(dataset) else 0:.1%} profitable")
+    dataset = _build_dataset(files, config_with_fees(cfg, settings), kind, low_high, settings, window)
+    if len(dataset) == 0:
+        raise _fail(f"no {kind} signals in the recordings' range {time_range}: nothing to train on (fees too high?)")
+    print(f"{len(dataset)} samples, {float(dataset.profitable.mean()):.1%} profitable")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("training", total=epochs, status="")
@@ -340,6 +350,8 @@ def train(
         except TrainError as exc:
             raise _fail(str(exc)) from None
         progress.update(task, total=len(result.history))
+    for warning in result.warnings:
+        print(f"arbbot train: warning: {warning}", file=sys.stderr)
     write_model(result, out)
     meta = result.model.meta
     validation = meta["metrics"]["validation"]
@@ -370,7 +382,7 @@ def evaluate(
     from bot.model.features import FEATURE_NAMES
     from bot.model.file import ModelFileError, load_model
     from bot.model.labels import LabelSettings
-    from bot.model.train import label_settings
+    from bot.model.train import config_with_fees, label_settings
 
     try:
         loaded = load_model(model, features=FEATURE_NAMES)
@@ -383,7 +395,9 @@ def evaluate(
         raise _fail(str(exc)) from None
     cfg = _load(config)
     kind = str(loaded.meta.get("kind", "cex_cex"))
-    dataset = _build_dataset(files, cfg, kind, low_high, settings, int(loaded.meta["window"]))
+    dataset = _build_dataset(
+        files, config_with_fees(cfg, settings), kind, low_high, settings, int(loaded.meta["window"])
+    )
     try:
         report = run_evaluation(loaded, dataset, plot)
     except (ValueError, ModelFileError) as exc:

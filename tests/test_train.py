@@ -112,11 +112,19 @@ def test_rare_positives_are_oversampled_and_the_bias_corrected() -> None:
     assert abs(float(p.mean()) - float(rare.mean())) < 0.05  # calibrated in the large despite oversampling
 
 
-def test_all_negative_labels_are_refused() -> None:
+def test_one_class_trains_to_the_base_rate_with_a_warning() -> None:
     dataset = synthetic(n=600)
     dataset = dataclasses.replace(dataset, profitable=np.zeros(600, dtype=np.float32))
-    with pytest.raises(TrainError, match="nothing to learn"):
-        train_model(dataset, FAST)
+    result = train_model(dataset, dataclasses.replace(FAST, epochs=3))
+    assert any("every training label is 0" in warning for warning in result.warnings)
+    assert float(predict(result.model, dataset.windows)["p_profitable"].max()) < 0.3
+
+
+def test_an_opportunity_open_throughout_still_gets_validated() -> None:
+    dataset = dataclasses.replace(synthetic(n=600), opportunity_ids=["one"] * 600)
+    train, val = time_split(dataset, 0.2, gap_ms=5_000)
+    assert len(val) > 0 and dataset.ts[val].min() >= dataset.ts[train].max() + 5_000
+    assert any("stay open" in warning for warning in train_model(dataset, FAST).warnings)
 
 
 def test_parse_range_and_label_overrides() -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bot.config import RootConfig
 from bot.model.baselines import LogisticModel, fit_logistic, naive_scores
 from bot.model.file import ModelFile, save_model
 from bot.model.heads import HEAD_NAMES, Heads, last_step_grad
@@ -102,11 +103,12 @@ class TrainResult:
     history: list[EpochReport]
     train_size: int
     val_size: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def time_split(dataset: Dataset, val_fraction: float, gap_ms: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Return (train, validation) row indices: validation is the last `val_fraction` of the time span, starting
-    `gap_ms` after the last training sample, without opportunities seen in training."""
+    `gap_ms` after the last training sample, without opportunities seen in training (unless that leaves none)."""
     ts = np.asarray(dataset.ts, dtype=np.int64)
     if len(ts) == 0:
         raise TrainError("no samples to train on")
@@ -114,7 +116,12 @@ def time_split(dataset: Dataset, val_fraction: float, gap_ms: int) -> tuple[NDAr
     cut = end - round(val_fraction * (end - start))
     train = np.flatnonzero(ts < cut - gap_ms)
     seen = {dataset.opportunity_ids[i] for i in train}
-    val = np.flatnonzero((ts >= cut) & np.array([oid not in seen for oid in dataset.opportunity_ids], dtype=bool))
+    later = ts >= cut
+    val = np.flatnonzero(later & np.array([oid not in seen for oid in dataset.opportunity_ids], dtype=bool))
+    if len(val) == 0:
+        # Gaps open for the whole recording (a persistent basis): validate on their later signals rather than not
+        # at all; the gap still keeps windows apart. `train_model` records it in meta.
+        val = np.flatnonzero(later)
     if len(train) == 0 or len(val) == 0:
         raise TrainError(
             f"the data spans {(end - start) / 1000:.0f} s: too short for a training part, a {gap_ms / 1000:.0f} s gap "
@@ -149,6 +156,14 @@ def label_settings(base: LabelSettings, fee_bps: float | None = None, latency_ms
     return settings
 
 
+def config_with_fees(config: RootConfig, settings: LabelSettings) -> RootConfig:
+    """Return `config` with every venue's taker fee set to the labels' fee, so signals and labels agree on costs."""
+    venues = {
+        name: venue.model_copy(update={"taker_fee_bps": settings.fee(name)}) for name, venue in config.venues.items()
+    }
+    return config.model_copy(update={"venues": venues})
+
+
 def _targets(dataset: Dataset, lifetime: TargetScale, edge: TargetScale) -> dict[str, NDArray[np.float32]]:
     return {
         "p_profitable": np.asarray(dataset.profitable, dtype=np.float32),
@@ -161,7 +176,7 @@ def _class_weight(labels: Array, max_weight: float) -> tuple[float, float]:
     """Return (weight of positives, weight of negatives) for minibatch sampling."""
     rate = float(np.mean(labels)) if len(labels) else 0.5
     if rate <= 0.0 or rate >= 1.0:
-        raise TrainError(f"every training label is {int(rate)}: nothing to learn (check fees and latency)")
+        return 1.0, 1.0  # one class: nothing to reweight; `train_model` warns
     if rate < 0.2:
         return min((1 - rate) / rate, max_weight), 1.0
     if rate > 0.8:
@@ -357,6 +372,15 @@ def train_model(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra_meta or {}),
     }
+    warnings = []
+    rate = float(np.mean(train.profitable))
+    if rate in (0.0, 1.0):
+        warnings.append(f"every training label is {int(rate)}: the model can only learn that (check fees and latency)")
+    shared = {train.opportunity_ids[i] for i in range(len(train))} & set(val.opportunity_ids)
+    if shared:
+        warnings.append(f"{len(shared)} opportunities stay open across the train/validation gap; validation uses them")
+    meta["training"]["val_shares_opportunities"] = bool(shared)
+    meta["training"]["warnings"] = warnings
     model = ModelFile(lstm, heads, meta, logistic.to_arrays())
     scores = scorer_outputs(model, val)
     meta["thresholds"] = choose_thresholds(scores, val)
@@ -364,7 +388,7 @@ def train_model(
         "validation": {name: classification_metrics(val_y, scores[name]) for name in ("lstm", "logistic", "rule")},
         "history": [dataclasses.asdict(report) for report in history],
     }
-    return TrainResult(model=model, history=history, train_size=len(train_idx), val_size=len(val_idx))
+    return TrainResult(model, history, len(train_idx), len(val_idx), warnings)
 
 
 def write_model(result: TrainResult, path: Path) -> None:
