@@ -15,10 +15,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from bot.bus.channels import Channels
 from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.chain.configured import ConfiguredChain, start_local_chain
@@ -250,6 +252,14 @@ async def _show_progress(
     return loop.time() - started
 
 
+async def _forget_pending_decisions(client: aioredis.Redis, config: RootConfig) -> None:
+    """Drop the paper consumer's pending decisions left by an earlier run (stopped mid-batch): they belong to the
+    ledger just moved aside, and each would wait for a book that never comes before this run's books flow."""
+    paper = config.paper
+    with contextlib.suppress(ResponseError):  # no stream or no group yet: nothing pending
+        await client.xgroup_delconsumer(Channels(config.redis.prefix).decision_stream(), paper.group, paper.consumer)
+
+
 async def _start_downstream(
     config: RootConfig, client: aioredis.Redis, console: Console, fresh_ledger: bool, downstream: _Downstream
 ) -> None:
@@ -258,8 +268,10 @@ async def _start_downstream(
         downstream.risk = RiskService(config, client)
         await downstream.risk.start()
     if "paper" in config.roles:
-        if fresh_ledger and (moved := rotate_ledger(ledger_path(config))) is not None:
-            console.print(f"Previous paper ledger moved to {moved}")
+        if fresh_ledger:
+            if (moved := rotate_ledger(ledger_path(config))) is not None:
+                console.print(f"Previous paper ledger moved to {moved}")
+            await _forget_pending_decisions(client, config)
         downstream.paper = PaperRole(config, client)
         await downstream.paper.start()
     if downstream.risk is not None or downstream.paper is not None:
@@ -349,10 +361,19 @@ async def run_demo(
     return summary
 
 
+KEEP_LEDGERS = 10
+
+
 def rotate_ledger(path: Path) -> Path | None:
-    """Move a ledger (and its WAL files) aside as `{stem}.{mtime}{suffix}`; the new name, or None if none."""
+    """Move a ledger (and its WAL files) aside as `{stem}.{mtime}{suffix}`; the new name, or None if none.
+
+    Only the KEEP_LEDGERS most recent ledgers moved aside are kept; older ones are deleted."""
     if not path.exists():
         return None
+    previous = sorted(path.parent.glob(f"{path.stem}.*{path.suffix}"))
+    for old in previous[: max(0, len(previous) - KEEP_LEDGERS + 1)]:
+        for extra in ("", "-wal", "-shm"):
+            old.with_name(old.name + extra).unlink(missing_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
     target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
     counter = 1
