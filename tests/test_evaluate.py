@@ -67,6 +67,10 @@ def test_train_then_evaluate_write_a_model_and_every_key(
     assert report["naive"]["trades"] == report["data"]["opportunities"]  # naive acts on every one, once
     assert isinstance(report["goals"]["all_met"], bool)
     assert report["data"]["label"]["latency_ms"] == 200  # the model's label settings unless told otherwise
+    forecast = report["spread_forecast"]  # the spread-path intervals' held-out coverage beside their nominal level
+    assert forecast["nominal"] == 0.9
+    assert len(forecast["coverage_by_step"]) == 7  # a window of 8 updates shows 7 steps ahead
+    assert 0.0 <= forecast["coverage"] <= 1.0 and forecast["points"] > 0
     assert "auc_spread_lstm_minus_logistic" in report
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.model.file import ModelFile
+from bot.model.forecast import SpreadForecaster, coverage
 from bot.model.metrics import PnlResult, PnlSimulator, calibration_curve, classification_metrics
 from bot.model.train import scorer_outputs
 
@@ -84,6 +85,7 @@ def evaluate_model(
     table["lstm"]["lifetime_mae_ms"] = float(np.mean(np.abs(scores["lifetime_ms"] - lifetime)))
     table["lstm"]["edge_mae_bps"] = float(np.mean(np.abs(scores["edge_bps"] - dataset.captured_edge_bps)))
     table = _clean(table)
+    forecast = _forecast_coverage(model, dataset)
     lstm_auc, logistic_auc = table["lstm"]["roc_auc"], table["logistic"]["roc_auc"]
     report: dict[str, Any] = {
         **table,
@@ -91,6 +93,7 @@ def evaluate_model(
             lstm_auc - logistic_auc if lstm_auc is not None and logistic_auc is not None else None
         ),
         "goals": check_goals(table),
+        "spread_forecast": forecast,
         "data": {
             "samples": len(dataset),
             "opportunities": len(set(dataset.opportunity_ids)),
@@ -109,6 +112,19 @@ def evaluate_model(
         },
     }
     return _clean(report), scores, results
+
+
+def _forecast_coverage(model: ModelFile, dataset: Dataset) -> dict[str, Any] | None:
+    """Return how often the stored spread-path intervals held the held-out net edge, beside their nominal level."""
+    names = list(dataset.feature_names)
+    if "net_edge_bps" not in names:
+        return None
+    try:
+        forecaster = SpreadForecaster.from_arrays(model.baselines)
+    except KeyError:
+        return None
+    series = np.asarray(dataset.windows[:, :, names.index("net_edge_bps")], dtype=np.float64)
+    return coverage(forecaster, series)
 
 
 def write_plot(

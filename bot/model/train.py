@@ -11,6 +11,8 @@ Choices, so that they can be argued with:
 - Targets: p_profitable by cross-entropy; log lifetime and captured edge by Huber on robustly scaled values
   (median / IQR), so all three heads train at unit scale.
 - Early stopping on the validation cross-entropy of p_profitable, keeping the best epoch's weights.
+- The spread-path forecaster (bot/model/forecast.py) is fitted on the training windows' raw net edge and stored
+  with the baselines, for the risk/timing service; `evaluate` measures its intervals' coverage.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +32,7 @@ from numpy.typing import NDArray
 from bot.config import RootConfig
 from bot.model.baselines import LogisticModel, fit_logistic, naive_scores
 from bot.model.file import ModelFile, save_model
+from bot.model.forecast import SpreadForecaster, fit_forecaster
 from bot.model.heads import HEAD_NAMES, Heads, last_step_grad
 from bot.model.labels import LabelSettings
 from bot.model.lstm import LSTM
@@ -44,6 +47,11 @@ if TYPE_CHECKING:
 Array = NDArray[Any]
 
 MODEL_KIND = "lstm"
+
+NET_EDGE_FEATURE = "net_edge_bps"
+FORECAST_HORIZON = 8
+"""Updates of an opportunity the spread-path forecast looks ahead (stored as `baseline.forecast.*`)."""
+FORECAST_LEVEL = 0.9
 
 
 class TrainError(ValueError):
@@ -381,7 +389,9 @@ def train_model(
         warnings.append(f"{len(shared)} opportunities stay open across the train/validation gap; validation uses them")
     meta["training"]["val_shares_opportunities"] = bool(shared)
     meta["training"]["warnings"] = warnings
-    model = ModelFile(lstm, heads, meta, logistic.to_arrays())
+    forecaster = fit_spread_forecaster(dataset.feature_names, windows)
+    baselines = {**logistic.to_arrays(), **(forecaster.to_arrays() if forecaster is not None else {})}
+    model = ModelFile(lstm, heads, meta, baselines)
     scores = scorer_outputs(model, val)
     meta["thresholds"] = choose_thresholds(scores, val)
     meta["metrics"] = {
@@ -389,6 +399,15 @@ def train_model(
         "history": [dataclasses.asdict(report) for report in history],
     }
     return TrainResult(model, history, len(train_idx), len(val_idx), warnings)
+
+
+def fit_spread_forecaster(feature_names: Sequence[str], windows: Array) -> SpreadForecaster | None:
+    """Fit the spread-path forecaster on the training windows' net edge, if the features carry it."""
+    if NET_EDGE_FEATURE not in feature_names or windows.shape[1] < 2:
+        return None
+    series = np.asarray(windows[:, :, list(feature_names).index(NET_EDGE_FEATURE)], dtype=np.float64)
+    horizon = min(FORECAST_HORIZON, windows.shape[1] - 1)  # a window of T steps shows at most T - 1 ahead
+    return fit_forecaster(series, horizon=horizon, level=FORECAST_LEVEL)
 
 
 def write_model(result: TrainResult, path: Path) -> None:
