@@ -78,7 +78,9 @@ def _brute_force(
             key = (signal.kind, signal.symbol, signal.buy_venue, signal.sell_venue)
             log.samples.append((log.seq, replayer.clock.now_ms(), key, signal.size))
 
-    replayer = Replayer(config, sink)
+    # Datasets are built on the rule scorer's signals, whatever model the config names.
+    rule_only = config.model_copy(update={"scorer": config.scorer.model_copy(update={"model_dir": None})})
+    replayer = Replayer(rule_only, sink)
     replayer.engine.add_market_listener(on_market)
     replayer.engine.add_evaluation_listener(on_evaluations)
     for event in merge_events([recording]):
