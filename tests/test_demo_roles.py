@@ -34,6 +34,8 @@ def _write_config(tmp_path: Path, **changes: Any) -> Path:
     """config/demo.yaml with the paper ledger under tmp_path and `changes` applied at the top level."""
     data = yaml.safe_load(DEMO_CONFIG_PATH.read_text())
     data["paper"]["ledger_path"] = str(tmp_path / "ledger.sqlite")
+    if model_dir := data.get("scorer", {}).get("model_dir"):  # relative to the config file: keep it pointing there
+        data["scorer"]["model_dir"] = str((DEMO_CONFIG_PATH.parent / model_dir).resolve())
     data.update(changes)
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(data))
