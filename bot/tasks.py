@@ -38,7 +38,18 @@ class TaskSet:
 
     async def cancel_all(self) -> None:
         """Cancel every task and wait for them to finish."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], retry_s: float = 0.5) -> None:
+    """Cancel `task` and wait until it has ended, cancelling again every `retry_s` while it runs on.
+
+    One cancellation is not always enough: on Python 3.11 `asyncio.wait_for` (used inside libraries too) can
+    swallow a cancellation that lands as its inner await completes, and the task then waits on. Repeating the
+    request lands it at the task's next await, so stopping always ends.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=retry_s)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r while being cancelled", task.get_name(), task.exception())

@@ -23,6 +23,7 @@ from bot.paper.ledger import Ledger
 from bot.paper.market import MarketHistory
 from bot.paper.settings import PaperConfig
 from bot.paper.trader import PaperTrader
+from bot.tasks import cancel_and_wait
 
 TS = 1_763_700_000_000
 POOL = "0x" + "ab" * 20
@@ -213,8 +214,7 @@ class _Rig:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            await cancel_and_wait(self.task)
 
     async def pending(self) -> int:
         info = await self.client.xpending(self.channels.decision_stream(), self.config.group)

@@ -137,7 +137,9 @@ class MarketHistory:
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 return lookup()
         return found

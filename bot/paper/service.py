@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sqlite3
@@ -21,6 +20,7 @@ from bot.paper.executor import Executor
 from bot.paper.ledger import Ledger
 from bot.paper.market import MarketHistory
 from bot.paper.trader import PaperTrader, TraderStats
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ class PaperRole:
     async def stop(self) -> None:
         try:
             if self._consumer is not None:
-                self._consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._consumer
+                await cancel_and_wait(self._consumer)
             await self.market.close()
         finally:
             self.ledger.close()
