@@ -28,6 +28,7 @@ from bot.config import RootConfig
 from bot.paper.service import PaperRole, ledger_path
 from bot.risk.service import RiskService
 from bot.signals_role import ChainEndpoint, SignalsRole
+from bot.tasks import cancel_and_wait
 from bot.venues.base import Fault
 from bot.venues.faults import FaultSchedule
 from bot.venues.local import LocalVenues
@@ -342,8 +343,7 @@ async def run_demo(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if schedule_task is not None:
-            schedule_task.cancel()
-            await asyncio.gather(schedule_task, return_exceptions=True)
+            await cancel_and_wait(schedule_task)
         try:
             if role is not None:
                 await role.stop()

@@ -18,6 +18,7 @@ from bot.clock import Clock, SystemClock
 from bot.events import BookEvent, GasEvent, PoolEvent
 from bot.market_state import MarketState
 from bot.rejections import RejectionCounter
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,7 @@ class RemoteMarket:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await cancel_and_wait(self._reader)
             self._reader = None
 
     async def _subscribe(self) -> aioredis.client.PubSub:
