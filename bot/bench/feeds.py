@@ -32,6 +32,7 @@ import aiohttp
 import orjson
 from aiohttp import WSMessage, WSMsgType
 
+from bot.bench.machine import cpu_model
 from bot.clock import SystemClock
 from bot.config import CexCexConfig, RuleScorerConfig, SimSymbolConfig, SimulatorConfig, SimVenueConfig
 from bot.engine import SignalEngine
@@ -573,24 +574,12 @@ def _engine_pass(
 
 def _machine() -> dict[str, Any]:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "ccxt": importlib.metadata.version("ccxt"),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def format_table(result: Mapping[str, Any]) -> str:

@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from bot.bench.machine import cpu_model
+
 FEATURES = 12
 HIDDEN = 32
 TIME = 32
@@ -270,7 +272,7 @@ def _goals(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def _machine(numpy_version: str) -> dict[str, Any]:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": numpy_version,
@@ -294,18 +296,6 @@ def _openblas_core() -> str | None:
                 name = function()
                 return name.decode() if isinstance(name, bytes) else None
     return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def format_summary(result: Mapping[str, Any]) -> str:
