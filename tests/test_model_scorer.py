@@ -199,3 +199,18 @@ def test_a_model_on_a_subset_of_features_gets_its_columns_in_its_order(tmp_path:
     assert scorer.score_batch([evaluation()])[0].model == "ablated@1"
     assert seen[0].shape == (1, 3, 2)
     np.testing.assert_array_equal(seen[0][0, -1], [2.0, 0.0])
+
+
+def test_a_model_that_cannot_predict_is_dropped_until_its_file_changes(tmp_path: Path) -> None:
+    write_model(tmp_path / "cex_cex.npz", 0.5, "broken@1")
+    calls: list[int] = []
+
+    def failing_predict(model: ModelFile, raw: np.ndarray) -> Mapping[str, np.ndarray]:
+        calls.append(raw.shape[0])
+        raise ValueError("meta lacks targets")
+
+    scorer = ModelScorer(tmp_path, Windows(), RuleScorer(RuleScorerConfig()), failing_predict, ReplayClock())
+    assert [s.model for s in scorer.score_batch([evaluation(), evaluation("ETH/USDT")])] == ["rule", "rule"]
+    assert scorer.score_batch([evaluation()])[0].model == "rule"
+    assert calls == [2]  # one failed batch, then the file is no longer tried
+    assert scorer.stats.load_errors == 1

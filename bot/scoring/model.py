@@ -119,63 +119,59 @@ class ModelScorer:
         self._reload_check_s = reload_check_s
         self._wall_time = wall_time
         self._slots: dict[Path, _Slot] = {}
+        self._candidates: dict[tuple[str, str], tuple[Path, ...]] = {}
         self._checked_at: float | None = None
 
     def model_for(self, kind: str, symbol: str) -> tuple[str, ModelFile | None]:
         """Return the name and model that score (kind, symbol) now: ("rule", None) if no model fits."""
-        for file_name in model_file_names(kind, symbol):
-            slot = self._slot(self._dir / file_name)
+        found = self._fitting(kind, symbol)
+        return (found[1].name, found[1].model) if found is not None else ("rule", None)
+
+    def _fitting(self, kind: str, symbol: str) -> tuple[Path, _Slot] | None:
+        """Return the first candidate file of (kind, symbol) holding a usable model, with its slot."""
+        paths = self._candidates.get((kind, symbol))
+        if paths is None:  # built once per (kind, symbol): this runs for every scored evaluation
+            paths = tuple(self._dir / name for name in model_file_names(kind, symbol))
+            self._candidates[(kind, symbol)] = paths
+        for path in paths:
+            slot = self._slot(path)
             if slot.model is not None:
-                return slot.name, slot.model
-        return "rule", None
-
-    def _disable(self, name: str) -> None:
-        for path, slot in self._slots.items():
-            if slot.name == name:
-                self._slots[path] = _Slot(signature=slot.signature)
-
-    def _columns(self, name: str) -> NDArray[np.intp] | None:
-        for slot in self._slots.values():
-            if slot.name == name and slot.model is not None:
-                return slot.columns
+                return path, slot
         return None
 
     def score_batch(self, evaluations: Sequence[Evaluation]) -> list[Score]:
         """Return one score per evaluation, in order; batch per model."""
         self._check_files()
         scores: list[Score | None] = [None] * len(evaluations)
-        groups: dict[str, tuple[ModelFile, list[int]]] = {}
+        groups: dict[Path, list[int]] = {}
         for index, evaluation in enumerate(evaluations):
-            name, model = self.model_for(evaluation.kind, evaluation.symbol)
-            if model is None:
+            found = self._fitting(evaluation.kind, evaluation.symbol)
+            if found is None:
                 scores[index] = self._fallback.score(evaluation)
                 self.stats.by_rule += 1
             else:
-                groups.setdefault(name, (model, []))[1].append(index)
-        for name, (model, indices) in groups.items():
-            self._score_group(name, model, [evaluations[i] for i in indices], indices, scores)
+                groups.setdefault(found[0], []).append(index)
+        for path, indices in groups.items():
+            self._score_group(path, [evaluations[i] for i in indices], indices, scores)
         return [score for score in scores if score is not None]
 
     def _score_group(
-        self,
-        name: str,
-        model: ModelFile,
-        evaluations: list[Evaluation],
-        indices: list[int],
-        scores: list[Score | None],
+        self, path: Path, evaluations: list[Evaluation], indices: list[int], scores: list[Score | None]
     ) -> None:
+        slot = self._slots[path]
+        model, name = slot.model, slot.name
+        assert model is not None  # grouped only when the slot holds a model
         window = int(model.meta["window"])
         raw = self._windows.windows([evaluation.key for evaluation in evaluations])[:, -window:, :]
-        columns = self._columns(name)
-        if columns is not None:
-            raw = raw[:, :, columns]
+        if slot.columns is not None:
+            raw = raw[:, :, slot.columns]
         try:
             outputs = self._predict(model, raw)
         except (ModelFileError, ValueError) as exc:
             # A model that cannot predict is dropped until its file changes; the rules score meanwhile.
             log.warning("model %s fails to predict, the rule scorer takes over: %s", name, exc)
             self.stats.load_errors += 1
-            self._disable(name)
+            self._slots[path] = _Slot(signature=slot.signature)
             for index, evaluation in zip(indices, evaluations, strict=True):
                 scores[index] = self._fallback.score(evaluation)
                 self.stats.by_rule += 1
