@@ -38,6 +38,8 @@ class EngineStats:
     signals: int = 0
     signals_by_kind: Counter[str] = field(default_factory=Counter)
     strategy_errors: int = 0
+    listener_errors: int = 0
+    scorer_errors: int = 0
     signals_from_stale_books: int = 0
 
 
@@ -146,7 +148,15 @@ class SignalEngine:
 
     def _tell_market_listeners(self, event: MarketEvent) -> None:
         for listener in self._market_listeners:
-            listener(event)
+            self._call_listener(listener, event)
+
+    def _call_listener(self, listener: Callable[[Any], object], argument: object) -> None:
+        try:
+            listener(argument)
+        except Exception:
+            # A faulty listener (feature tracker, market publisher) costs its own work, never the engine.
+            self.stats.listener_errors += 1
+            log.exception("engine listener %r failed", listener)
 
     def _run_strategies(self, hook: str, event: MarketEvent) -> None:
         for strategy in self._strategies:
@@ -165,7 +175,7 @@ class SignalEngine:
             if not batch:
                 continue
             for listener in self._evaluation_listeners:
-                listener(batch)
+                self._call_listener(listener, batch)
             self._observe_batch(batch)
 
     def _legs_usable(self, key: tuple[str, str, str, str]) -> bool:
@@ -190,9 +200,23 @@ class SignalEngine:
 
     def _observe_batch(self, batch: Sequence[Evaluation]) -> None:
         tradeable = [evaluation for evaluation in batch if evaluation.tradeable]
-        scores = iter(self._scorer.score_batch(tradeable) if tradeable else ())
+        scores: list[Score] | None = []
+        if tradeable:
+            try:
+                scores = self._scorer.score_batch(tradeable)
+                if len(scores) != len(tradeable):
+                    raise ValueError(f"{len(scores)} scores for {len(tradeable)} evaluations")
+            except Exception:
+                # No score, no signal: this update's tradeable evaluations wait for the next update.
+                self.stats.scorer_errors += 1
+                log.exception("scorer failed on %d evaluations", len(tradeable))
+                scores = None
+        pending = iter(scores or ())
         for evaluation in batch:
-            self._observe(evaluation, next(scores) if evaluation.tradeable else None)
+            if not evaluation.tradeable:
+                self._observe(evaluation, None)
+            elif scores is not None:
+                self._observe(evaluation, next(pending))
 
     def _observe(self, evaluation: Evaluation, score: Score | None) -> None:
         if not evaluation.tradeable and not self._tracker.is_open(evaluation.key):
