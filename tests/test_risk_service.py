@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -165,6 +166,26 @@ async def test_daily_loss_limit_halts_until_resume(bus: Bus) -> None:
     assert halted.reasons[0].startswith("halted: daily_loss_limit")
     assert resumed.action == "execute"
     assert resumed.risk_state == "ACTIVE"
+
+
+async def test_a_lost_control_subscription_is_renewed(bus: Bus) -> None:
+    service = await bus.start_service()
+    clients = await bus.client.client_list()
+    control = [c for c in clients if c.get("sub") == "1" and c.get("psub") == "0"]
+    assert control, "the service subscribes to its control channel"
+    for connection in control:
+        await bus.client.client_kill_filter(_id=connection["id"])
+    now = int(time.time() * 1000)
+
+    async def halt_heard() -> bool:
+        return await send_control(bus.client, bus.channels, "halt", "drill", now) >= 1
+
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while not await halt_heard():
+        assert asyncio.get_running_loop().time() < deadline, "the control channel was not subscribed again"
+        await asyncio.sleep(0.05)
+    await eventually(lambda: service.engine.limits.state == "HALTED", message="halt not applied after resubscribing")
+    await service.stop()
 
 
 async def test_bad_signals_are_counted_and_the_service_goes_on(bus: Bus) -> None:

@@ -26,6 +26,7 @@ from bot.messages import (
     Signal,
 )
 from bot.queues import BoundedQueue
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,7 @@ class Publisher(Generic[M]):
             await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
         except TimeoutError:
             log.warning("%s: %d messages not flushed before shutdown", self.name, len(self._queue))
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            await cancel_and_wait(self._writer)
         self._writer = None
 
     async def _write(self) -> None:

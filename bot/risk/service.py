@@ -142,15 +142,28 @@ class RiskService:
             signal = message
             if fnmatchcase(self._route(signal)[0], self._pattern()):
                 decision = self._decide(signal, _ms_of(entry_id))
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(self._last_key, entry_id)
-            if signal is not None and signal.status == "closed":
-                pipe.hdel(self._acted_key, signal.opportunity_id)
-            elif signal is not None and decision is not None:
-                pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
-            await pipe.execute()
+        await self._save_progress(entry_id, signal, decision)
         if decision is not None:
             self.publisher.submit(decision)
+
+    async def _save_progress(self, entry_id: str, signal: Signal | None, decision: Decision | None) -> None:
+        """Record the last signal handled (and the opportunity acted on); retry while Redis is away."""
+        attempt = 0
+        while True:
+            try:
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.set(self._last_key, entry_id)
+                    if signal is not None and signal.status == "closed":
+                        pipe.hdel(self._acted_key, signal.opportunity_id)
+                    elif signal is not None and decision is not None:
+                        pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
+                    await pipe.execute()
+                return
+            except RedisError as exc:
+                delay = min(5.0, 0.1 * 2.0**attempt)
+                attempt += 1
+                log.warning("risk: saving progress after %s failed (%s); retrying in %.1f s", entry_id, exc, delay)
+                await self.clock.sleep(delay)
 
     def _pattern(self) -> str:
         pattern = self.config.risk.signal_pattern
@@ -201,22 +214,41 @@ class RiskService:
         assert isinstance(message, Fill)
         self.engine.on_fill(message)
 
-    async def _follow_control(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _follow_control(self, pubsub: aioredis.client.PubSub | None) -> None:
+        """Apply halt/resume commands; a lost subscription is renewed (a missed halt would be silent)."""
         try:
-            async for raw in pubsub.listen():
-                if raw.get("type") != "message":
-                    continue
+            while True:
                 try:
-                    message = decode_message(raw["data"], "control")
-                except DecodeError as exc:
-                    self.rejections.reject("control", exc.reason, exc.detail)
-                    continue
-                assert isinstance(message, Control)
-                if message.role == ROLE:
-                    self.engine.on_control(message)
+                    if pubsub is None:
+                        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                        await pubsub.subscribe(self.channels.control(ROLE))
+                    await self._read_control(pubsub)
+                except (RedisError, OSError) as exc:
+                    log.warning("risk: control channel lost (%s); subscribing again in 1 s", exc)
+                    await _close_quietly(pubsub)
+                    pubsub = None
+                    await self.clock.sleep(1.0)
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await _close_quietly(pubsub)
+
+    async def _read_control(self, pubsub: aioredis.client.PubSub) -> None:
+        async for raw in pubsub.listen():
+            if raw.get("type") != "message":
+                continue
+            try:
+                message = decode_message(raw["data"], "control")
+            except DecodeError as exc:
+                self.rejections.reject("control", exc.reason, exc.detail)
+                continue
+            assert isinstance(message, Control)
+            if message.role == ROLE:
+                self.engine.on_control(message)
+
+
+async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
 async def send_control(client: aioredis.Redis, channels: Channels, command: str, reason: str, now_ms: int) -> int:
