@@ -351,3 +351,17 @@ async def test_the_loop_unwinds_a_lone_leg_and_resumes_open_positions_after_a_re
         await client.delete(stream, rig.channels.fill_stream())
         await client.aclose()
         ledger.close()
+
+
+async def test_a_multi_level_walk_at_the_planned_average_fills_on_an_unchanged_book() -> None:
+    # As risk plans it: the expected price is the walk's average, the limit price its worst level.
+    market = MarketHistory()
+    market.on_event(_book("alpha", TS + 120, ((99.5, 1.0),), ((100.5, 0.3), (101.0, 5.0))))
+    market.on_event(_book("beta", TS + 130, ((102.0, 5.0),), ((102.5, 1.0),)))
+    average = (0.3 * 100.5 + 0.2 * 101.0) / 0.5
+    assert average * (1 + 20 / 1e4) < 101.0  # a limit measured from the average would stop at the first level
+    decision = _decision(buy_price=average, buy_limit_price=101.0, sell_limit_price=102.0)
+    execution, fill = await _executor(market, cex_limit_bps=20.0).execute(decision)
+    assert fill is not None and fill.status == "filled"
+    assert fill.legs[0].size == pytest.approx(0.5)
+    assert execution.position is None

@@ -175,9 +175,13 @@ class Executor:
             return Leg(record, 0.0, planned)
         reference = book.best_ask if side == "buy" else book.best_bid
         limit = None
-        if planned is not None and self._config.cex_limit_bps is not None:
+        # The limit bounds each level taken, so it starts from the worst level risk walked, not from the
+        # average price: measured from the average, a multi-level walk on an unchanged book would stop short.
+        worst = decision.buy_limit_price if side == "buy" else decision.sell_limit_price
+        anchor = worst if worst is not None else planned
+        if anchor is not None and self._config.cex_limit_bps is not None:
             slack = self._config.cex_limit_bps / 1e4
-            limit = planned * (1.0 + slack) if side == "buy" else planned * (1.0 - slack)
+            limit = anchor * (1.0 + slack) if side == "buy" else anchor * (1.0 - slack)
         if self._late(decision, book.ts):
             result = missed(venue, side, decision.size, book.ts, "deadline")
         else:

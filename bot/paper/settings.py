@@ -27,7 +27,7 @@ class PaperConfig(BaseModel):
     latency_ms: dict[Name, NonNegativeInt] = Field(default_factory=dict, description="per venue or chain name")
     cex_limit_bps: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = Field(
         default=20.0,
-        description="an order's limit beyond the decision's expected average price; null: market orders",
+        description="limit beyond the worst price risk walked (else its expected price); null: market orders",
     )
     dex_tolerance_bps: Annotated[float, Field(ge=0.0, le=10_000.0)] = Field(
         default=50.0, description="a swap reverts when its average price is this much worse than expected"
