@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
+import redis
 import yaml
 
 from bot.paper.fills import walk_book
@@ -112,3 +114,19 @@ def test_user_errors_are_one_line(tmp_path: Path, subprocess_env: dict[str, str]
     assert down.returncode == 2
     assert down.stderr.startswith("arbbot: cannot reach Redis at redis://127.0.0.1:1/0")
     assert "Traceback" not in down.stderr
+
+
+def test_a_decision_stream_key_of_another_type_is_one_line_not_a_hang(
+    tmp_path: Path, subprocess_env: dict[str, str], redis_url: str
+) -> None:
+    prefix = f"arbtest{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{prefix}:stream:decision", "not a stream")
+    try:
+        result = _arbbot("paper", "-c", str(_config(tmp_path)), env={**subprocess_env, "ARBBOT_REDIS_PREFIX": prefix})
+    finally:
+        client.delete(f"{prefix}:stream:decision")
+        client.close()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("arbbot: cannot create consumer group") and "WRONGTYPE" in result.stderr
+    assert "Traceback" not in result.stderr

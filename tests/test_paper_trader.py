@@ -4,6 +4,7 @@ a reverted swap, and the consumer-group loop on a real Redis (rejections, skips,
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -365,3 +366,35 @@ async def test_a_multi_level_walk_at_the_planned_average_fills_on_an_unchanged_b
     assert fill is not None and fill.status == "filled"
     assert fill.legs[0].size == pytest.approx(0.5)
     assert execution.position is None
+
+
+async def test_a_ledger_that_cannot_write_leaves_the_decision_pending_until_it_can(
+    redis_url: str, tmp_path: Path
+) -> None:
+    prefix = f"arbtest{uuid.uuid4().hex[:8]}"
+    client = aioredis.from_url(redis_url)
+    ledger = Ledger(tmp_path / "ledger.sqlite", START, busy_timeout_s=0.05)
+    rig = _Rig(client, prefix, ledger)
+    rig.market.on_event(_book("alpha", TS + 120, ((99.5, 1.0),), ((100.0, 5.0),)))
+    rig.market.on_event(_book("beta", TS + 130, ((102.0, 5.0),), ((102.5, 5.0),)))
+    blocker = sqlite3.connect(tmp_path / "ledger.sqlite", isolation_level=None)
+    try:
+        await client.xgroup_create(rig.channels.decision_stream(), "paper", id="0", mkstream=True)
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file: every ledger write fails
+        decision = _decision()
+        await rig.add(encode(decision))
+        rig.start()
+        await eventually(lambda: rig.trader.stats.ledger_errors >= 1, message="the locked ledger was not noticed")
+        assert await rig.pending() == 1, "a decision the ledger did not record must not be acknowledged"
+        assert not ledger.has(decision.id)
+        blocker.execute("COMMIT")
+        await eventually(lambda: ledger.has(decision.id), message="the decision was not recorded once writable")
+        await eventually(lambda: rig.trader.stats.acked >= 1)
+        assert await rig.pending() == 0
+        assert [fill.decision_id for fill in await rig.fills()] == [decision.id]
+    finally:
+        blocker.close()
+        await rig.stop()
+        await client.delete(rig.channels.decision_stream(), rig.channels.fill_stream())
+        await client.aclose()
+        ledger.close()

@@ -108,10 +108,15 @@ Balances = dict[str, dict[str, float]]
 class Ledger:
     """One SQLite file; a single writer (the trader), any number of readers (reports)."""
 
-    def __init__(self, path: str | Path, starting_balances: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        starting_balances: Mapping[str, Mapping[str, float]] | None = None,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -19,7 +19,7 @@ from bot.config import RootConfig
 from bot.paper.executor import Executor
 from bot.paper.ledger import Ledger
 from bot.paper.market import MarketHistory
-from bot.paper.trader import PaperTrader, TraderStats
+from bot.paper.trader import PaperTrader, TraderError, TraderStats
 from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class PaperRole:
         ready = asyncio.create_task(self.trader.ready.wait(), name="paper:ready")
         await asyncio.wait({self._consumer, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        if self._consumer.done() and not self._consumer.cancelled() and (exc := self._consumer.exception()):
-            raise exc
+        if self._consumer.done() and not self._consumer.cancelled() and (died := self._consumer.exception()):
+            raise PaperError(str(died) if isinstance(died, TraderError) else f"the paper trader stopped: {died!r}")
 
     async def stop(self) -> None:
         try:
@@ -123,6 +123,9 @@ async def run_paper(
         waiter = asyncio.create_task(stop.wait(), name="paper:stop")
         await asyncio.wait({role.consumer, waiter}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+        consumer = role.consumer
+        if consumer.done() and not consumer.cancelled() and (died := consumer.exception()) is not None:
+            raise PaperError(f"the paper trader stopped: {died!r}")
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

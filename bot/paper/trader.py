@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 UNWIND_ATTEMPTS = 10
 
 
+class TraderError(RuntimeError):
+    """A condition the trader cannot wait out; the message says what to fix."""
+
+
 @dataclass(slots=True)
 class TraderStats:
     """What the trader did since it started (the ledger holds the totals across restarts)."""
@@ -41,6 +46,7 @@ class TraderStats:
     acked: int = 0
     unwinds: int = 0
     redis_errors: int = 0
+    ledger_errors: int = 0
     trimmed_unread: int = 0
 
 
@@ -86,11 +92,15 @@ class PaperTrader:
             while True:
                 try:
                     await self._consume()
-                except RedisError as exc:
-                    self.stats.redis_errors += 1
+                except (RedisError, sqlite3.Error) as exc:
+                    # Nothing was acknowledged that the ledger does not hold: retry, the decision stays pending.
+                    if isinstance(exc, RedisError):
+                        self.stats.redis_errors += 1
+                    else:
+                        self.stats.ledger_errors += 1
                     delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
                     attempt += 1
-                    log.warning("paper: redis error (%s); retrying in %.2f s", exc, delay)
+                    log.warning("paper: %s (%s); retrying in %.2f s", type(exc).__name__, exc, delay)
                     await self._clock.sleep(delay)
         finally:
             await self._tasks.cancel_all()
@@ -116,7 +126,10 @@ class PaperTrader:
             log.info("paper: created consumer group %s on %s at %s", self._config.group, self._stream, start)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
-                raise
+                # Not a passing outage (a key of another type, no permission): retrying would hang for ever.
+                raise TraderError(
+                    f"cannot create consumer group {self._config.group} on {self._stream}: {exc}"
+                ) from None
         await self._check_trimmed()
 
     async def _check_trimmed(self) -> None:
@@ -181,8 +194,8 @@ class PaperTrader:
             else:
                 try:
                     await self._execute(entry_id, decision)
-                except RedisError:
-                    raise  # not acknowledged: read again from the pending list once Redis is back
+                except (RedisError, sqlite3.Error):
+                    raise  # not acknowledged: read again from the pending list once Redis or the ledger is back
                 except Exception as exc:
                     # A decision that breaks the simulation must not come back after every restart.
                     log.exception("paper: decision %s failed", decision.id)
