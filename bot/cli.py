@@ -50,6 +50,14 @@ def _load(config: Path) -> RootConfig:
         raise _fail(str(exc)) from None
 
 
+def _output_folder(path: Path, option: str) -> None:
+    """Create the folder an output file goes in now, before any long work; one line if that is impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"{option} {path}: cannot create its folder ({exc.strerror or exc})") from None
+
+
 def _positive(value: float | None, option: str) -> None:
     if value is not None and value <= 0:
         raise _fail(f"{option} must be positive")
@@ -311,6 +319,7 @@ def train(
     if lr <= 0:
         raise _fail("--lr must be positive")
     cfg = _load(config)
+    _output_folder(out, "--out")
 
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -352,7 +361,10 @@ def train(
         progress.update(task, total=len(result.history))
     for warning in result.warnings:
         print(f"arbbot train: warning: {warning}", file=sys.stderr)
-    write_model(result, out)
+    try:
+        write_model(result, out)
+    except OSError as exc:
+        raise _fail(f"--out {out}: cannot write the model ({exc.strerror or exc})") from None
     meta = result.model.meta
     validation = meta["metrics"]["validation"]
     print(
@@ -394,6 +406,9 @@ def evaluate(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     cfg = _load(config)
+    _output_folder(json_path, "--json")
+    if plot is not None:
+        _output_folder(plot, "--plot")
     kind = str(loaded.meta.get("kind", "cex_cex"))
     dataset = _build_dataset(
         files, config_with_fees(cfg, settings), kind, low_high, settings, int(loaded.meta["window"])
@@ -404,7 +419,6 @@ def evaluate(
         raise _fail(str(exc)) from None
     report["data"]["files"] = [str(path) for path in files]
     report["data"]["range"] = list(low_high)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print(format_table(report))
     print(f"written to {json_path}" + (f" and {plot}" if plot is not None else ""))

@@ -105,6 +105,8 @@ def test_evaluate_refuses_a_model_with_other_features(
         (["train", "--out", "m.npz", "--data"], "requires an argument"),
         (["train", "--out", "m.npz", "--data", "missing.jsonl.gz"], "no such recording"),
         (["train", "--out", "m.npz", "--data", "REC", "--range", "0.7:0.2"], "bad range '0.7:0.2'"),
+        # garbage.npz is a file, so no folder can be made under it: said before any training.
+        (["train", "--out", "garbage.npz/m.npz", "--data", "REC"], "cannot create its folder"),
         (["evaluate", "--model", "garbage.npz", "--data", "REC", "--json", "x.json"], "not a readable model file"),
     ],
 )
