@@ -18,6 +18,7 @@ from bot.model.train import (
     TrainError,
     TrainSettings,
     label_settings,
+    lifetimes_before,
     parse_range,
     time_split,
     train_model,
@@ -136,3 +137,16 @@ def test_parse_range_and_label_overrides() -> None:
     flat = label_settings(base, fee_bps=0.0, latency_ms=100)
     assert (flat.fee("alpha"), flat.fee("other"), flat.latency_ms) == (0.0, 0.0, 100)
     assert label_settings(base) == base
+
+
+def test_training_lifetimes_never_read_the_validation_period() -> None:
+    dataset = synthetic(n=1_000, ids_per_opp=7)
+    long_lived = dataclasses.replace(dataset, lifetime_ms=np.full(len(dataset), 60_000.0))
+    train_idx, val_idx = time_split(long_lived, 0.25, gap_ms=5_000)
+    train = long_lived.subset(train_idx, "train")
+    val_start = int(long_lived.ts[val_idx].min())
+    clipped = lifetimes_before(train, val_start)
+    assert np.all(clipped.ts + clipped.lifetime_ms <= val_start)
+    reaching = train.ts + 60_000.0 > val_start
+    assert reaching.any() and np.all(clipped.lifetime_censored[reaching])
+    np.testing.assert_array_equal(clipped.lifetime_ms[~reaching], 60_000.0)

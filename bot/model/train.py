@@ -3,8 +3,9 @@
 Choices, so that they can be argued with:
 
 - Validation is the last `val_fraction` of the training range in time, after a gap (`gap_ms`, at least the label
-  latency) during which no sample is used, and without any opportunity that already appeared in training: windows
-  and labels of the two parts never overlap. Never a random split: neighbouring windows share most of their steps.
+  latency) during which no sample is used, and without any opportunity that already appeared in training; training
+  lifetimes that would look past the validation start are censored there: windows and labels of the two parts
+  never overlap. Never a random split: neighbouring windows share most of their steps.
 - Class weighting: when the positive rate is below 20 % or above 80 %, minibatches oversample the rarer class up
   to `max_class_weight` times; the classifier's bias is then shifted by -log(weight) so probabilities stay
   calibrated (a prior shift moves only the logit's offset). Between 20 % and 80 % no weighting is used.
@@ -112,6 +113,22 @@ class TrainResult:
     train_size: int
     val_size: int
     warnings: list[str] = field(default_factory=list)
+
+
+def lifetimes_before(dataset: Dataset, limit_ts: int) -> Dataset:
+    """Censor lifetimes at `limit_ts`: a training label must not read the market of the validation period.
+
+    Profitability looks only `latency_ms` ahead (the split's gap covers it); a lifetime looks up to the label
+    horizon ahead, so training lifetimes that run past the validation start are cut there and marked censored.
+    """
+    room = np.maximum(limit_ts - np.asarray(dataset.ts, dtype=np.float64), 0.0)
+    lifetimes = np.asarray(dataset.lifetime_ms, dtype=np.float64)
+    cut = lifetimes > room
+    return dataclasses.replace(
+        dataset,
+        lifetime_ms=np.where(cut, room, lifetimes),
+        lifetime_censored=np.asarray(dataset.lifetime_censored, dtype=bool) | cut,
+    )
 
 
 def time_split(dataset: Dataset, val_fraction: float, gap_ms: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -337,6 +354,7 @@ def train_model(
     """Split in time, fit normalisation, network and logistic baseline, choose thresholds on validation."""
     train_idx, val_idx = time_split(dataset, settings.val_fraction, max(settings.gap_ms, dataset.settings.latency_ms))
     train, val = dataset.subset(train_idx, "train"), dataset.subset(val_idx, "validation")
+    train = lifetimes_before(train, int(np.min(val.ts)))
     windows = np.asarray(train.windows)
     norm = Normalisation.fit(windows, seed=settings.seed)
     lifetime = TargetScale.fit(np.log(np.maximum(np.asarray(train.lifetime_ms, np.float64), 1.0)))
