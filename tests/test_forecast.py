@@ -76,3 +76,12 @@ def test_round_trip_through_arrays() -> None:
 def test_bad_input_is_refused(series: np.ndarray, horizon: int, level: float) -> None:
     with pytest.raises(ValueError):
         fit_forecaster(series, horizon=horizon, level=level)
+
+
+def test_the_intervals_are_calibrated_on_windows_the_mean_path_was_not_fitted_on() -> None:
+    # The later half is wilder than the earlier: in-sample quantiles would be the calm half's, split ones are not.
+    rng = np.random.default_rng(9)
+    calm = _ar1_windows(rng, 1_000, 24, 0.0, 0.7, rng.normal(0.0, 0.5, (1_000, 24)))
+    wild = _ar1_windows(rng, 1_000, 24, 0.0, 0.7, rng.normal(0.0, 2.0, (1_000, 24)))
+    forecaster = fit_forecaster(np.concatenate([calm, wild]), horizon=4, level=0.9)
+    assert coverage(forecaster, wild)["coverage"] == pytest.approx(0.9, abs=0.03)

@@ -1,9 +1,9 @@
 """A k-step forecast of an opportunity's net-edge path, with intervals whose coverage is measured.
 
 The path of one opportunity key's net edge (bps), update by update, is modelled as mean-reverting,
-x[t+h] = mu + phi**h * (x[t] - mu), fitted by least squares on consecutive values of training windows. The
-intervals are split-conformal: for each horizon h, the empirical quantiles of the h-step errors on training
-windows, so their coverage holds whatever the errors' distribution (fat tails, skew) as long as the
+x[t+h] = mu + phi**h * (x[t] - mu), fitted by least squares on consecutive values of the earlier half of the
+training windows. The intervals are split-conformal: for each horizon h, the empirical quantiles of the h-step
+errors on the later half, so their coverage holds whatever the errors' distribution (fat tails, skew) as long as the
 held-out data resemble the training data; `coverage` measures it on held-out windows.
 
 Steps are the key's updates, not fixed time: the risk service turns steps into time with the key's
@@ -91,18 +91,24 @@ def _errors(series: Array, mu: float, phi: float, h: int) -> Array:
 
 
 def fit_forecaster(series: Array, horizon: int = 8, level: float = 0.9) -> SpreadForecaster:
-    """Fit on net-edge windows (windows, steps), oldest step first; windows need more than `horizon` steps."""
+    """Fit on net-edge windows (windows, steps), oldest step first, in time order; windows need more than
+    `horizon` steps. The mean path is fitted on the earlier half of the windows and the intervals' quantiles are
+    taken on the later half (split conformal), so the errors are out of sample."""
     series = _clean(series)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if horizon < 1 or series.shape[1] <= horizon:
         raise ValueError(f"need 1 <= horizon < steps per window ({series.shape[1]}), got {horizon}")
-    x, y = series[:, :-1].ravel(), series[:, 1:].ravel()
+    if series.shape[0] < 2:
+        raise ValueError("need at least 2 windows: one part to fit the mean path, one to calibrate the intervals")
+    half = series.shape[0] // 2
+    fit_part, calibration = series[:half], series[half:]
+    x, y = fit_part[:, :-1].ravel(), fit_part[:, 1:].ravel()
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
     if x.size < 2:
         raise ValueError("too few finite consecutive values to fit a forecaster")
-    mu = float(np.mean(series[np.isfinite(series)]))
+    mu = float(np.mean(fit_part[np.isfinite(fit_part)]))
     dx, dy = x - mu, y - mu
     denominator = float(dx @ dx)
     phi = float(dx @ dy) / denominator if denominator > 0.0 else 0.0
@@ -111,7 +117,7 @@ def fit_forecaster(series: Array, horizon: int = 8, level: float = 0.9) -> Sprea
     lower = np.empty(horizon)
     upper = np.empty(horizon)
     for h in range(1, horizon + 1):
-        errors = _errors(series, mu, phi, h)
+        errors = _errors(calibration, mu, phi, h)
         lower[h - 1], upper[h - 1] = np.quantile(errors, [tail, 1.0 - tail]) if errors.size else (0.0, 0.0)
     return SpreadForecaster(mu, phi, level, lower, upper)
 
