@@ -62,6 +62,10 @@ class _Fused:
     source: tuple[bytes, ...]
 
 
+_MAX_PLANS = 16
+"""Inference plans kept per LSTM (one per batch and window shape seen)."""
+
+
 @dataclass
 class _Plan:
     """Reusable buffers and per-step views for `forward` at one (batch, time) shape."""
@@ -88,7 +92,7 @@ class LSTM:
         # Inference state reused across `forward` calls: fresh arrays cost a page fault per 4 KiB, and building
         # the per-step views costs as much as the steps' arithmetic at batch 1. Not thread-safe: one LSTM per thread.
         self._fused: list[_Fused | None] = [None] * num_layers
-        self._plan: _Plan | None = None
+        self._plans: dict[tuple[int, int], _Plan] = {}
         self._half = np.array(0.5, dtype=self.dtype)  # a 0-d array: a Python float costs a conversion per call
         # Fresh arrays of this size cost a page fault per 4 KiB touched (~1.5 µs each here: more than the
         # arithmetic), so `backward` works in scratch arrays and training caches hand theirs back when collected.
@@ -194,9 +198,13 @@ class LSTM:
         """Return the top layer's outputs (batch, time, hidden) for inputs (batch, time, features)."""
         x = self._check_input(x)
         batch, time, features = x.shape
-        plan = self._plan
-        if plan is None or plan.stacks[0].shape[::2] != (time + 1, batch) or plan.gates.dtype != self.dtype:
-            plan = self._plan = self._make_plan(batch, time)
+        # One plan per (batch, time): live scoring alternates small batch sizes, and rebuilding a plan costs
+        # about as much as the forward itself.
+        plan = self._plans.get((batch, time))
+        if plan is None or plan.gates.dtype != self.dtype:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[(batch, time)] = self._make_plan(batch, time)
             self._half = np.array(0.5, dtype=self.dtype)
         hidden = self.hidden_size
         np.copyto(plan.stacks[0][:time, :features], x.transpose(1, 2, 0))
