@@ -84,10 +84,6 @@ class MarketHistory:
                 return book
         return None
 
-    def latest_book(self, venue: str, symbol: str) -> BookEvent | None:
-        books = self._books.get((venue, symbol))
-        return books[-1] if books else None
-
     def latest_pool(self, venue: str) -> PoolEvent | None:
         pools = self._pools.get(venue)
         return pools[-1] if pools else None

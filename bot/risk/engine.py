@@ -167,12 +167,12 @@ class RiskEngine:
         )
         choice, reason = choose_size(inputs, self.config.size_candidates)
         if choice is None:
-            return skip(cap_reason if reason == "size_cap" and cap_reason else reason or "no_size")
+            return skip(cap_reason if reason == "size_cap" else reason or "no_size")
         legs = (choice.buy, choice.sell)
         if choice.expected_pnl <= self.config.min_expected_pnl:
             return skip("unprofitable", legs, choice.size, choice.expected_pnl)
         reasons = ["ok"] if state_reason is None else ["ok", state_reason]
-        if cap_reason is not None and choice.size >= cap * 0.999:
+        if choice.size >= cap * 0.999:
             reasons.append(cap_reason)
         return self._decision(signal, now_ms, "execute", reasons, choice.size, legs, choice.expected_pnl, window)
 
@@ -251,7 +251,7 @@ class RiskEngine:
     def _account(self, venue: str) -> str:
         return self.account_of.get(venue, venue)
 
-    def _cap(self, signal: Signal, now_ms: int) -> tuple[float, str | None]:
+    def _cap(self, signal: Signal, now_ms: int) -> tuple[float, str]:
         """Largest size every limit allows (base units) and the name of the binding limit."""
         price = signal.buy_price
         now_room = self.config.max_open_exposure - self.limits.open_exposure(now_ms)
