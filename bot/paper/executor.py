@@ -19,7 +19,7 @@ from bot.paper.fills import (
     walk_book,
 )
 from bot.paper.ledger import DecisionStatus, Execution, LegRecord, OpenPosition
-from bot.paper.market import MarketHistory, is_pool_venue
+from bot.paper.market import MarketHistory, is_pool_venue, local_ts
 from bot.paper.settings import PaperConfig
 
 _FILL_NAMESPACE = uuid.UUID("6f1c3c52-8d7e-4f0a-9a55-2b3f7f7f4a10")
@@ -169,7 +169,7 @@ class Executor:
         ts = self._exec_ts(decision, venue)
         record = LegRecord(missed(venue, side, decision.size, ts, "no_book"), venue, base, quote)
         book = await self._market.wait_for(
-            lambda: self._market.book_at_or_after(venue, decision.symbol or "", ts), self._wait_s
+            lambda: self._market.book_at_or_after(venue, decision.symbol or "", ts), self._wait_s, ts
         )
         if book is None:
             return Leg(record, 0.0, planned)
@@ -182,7 +182,7 @@ class Executor:
         if anchor is not None and self._config.cex_limit_bps is not None:
             slack = self._config.cex_limit_bps / 1e4
             limit = anchor * (1.0 + slack) if side == "buy" else anchor * (1.0 - slack)
-        if self._late(decision, book.ts):
+        if self._late(decision, local_ts(book)):
             result = missed(venue, side, decision.size, book.ts, "deadline")
         else:
             levels = book.asks if side == "buy" else book.bids
@@ -194,13 +194,13 @@ class Executor:
         assert decision.symbol is not None
         base, quote = _split(decision.symbol)
         native = self._config.native_asset
-        latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s)
+        latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s, decision.ts)
         if latest is None:
             result = missed(venue, side, decision.size, decision.ts, "no_pool")
             return Leg(LegRecord(result, venue, base, quote), 0.0, planned)
         ts = self._exec_ts(decision, latest.chain)
         target = decision.gas.target_block if decision.gas is not None else None
-        block = await self._market.wait_for(lambda: self._market.block_for(venue, ts, target), self._wait_s)
+        block = await self._market.wait_for(lambda: self._market.block_for(venue, ts, target), self._wait_s, ts)
         predicted = decision.slippage_bps.buy if side == "buy" else decision.slippage_bps.sell
         if block is None:
             result = missed(venue, side, decision.size, ts, "no_block")
@@ -237,10 +237,12 @@ class Executor:
         size = abs(position.quantity)
         base, quote = _split(position.symbol)
         if is_pool_venue(venue):
-            latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s)
+            latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s, not_before_ts)
             block = None
             if latest is not None:
-                block = await self._market.wait_for(lambda: self._market.block_for(venue, not_before_ts), self._wait_s)
+                block = await self._market.wait_for(
+                    lambda: self._market.block_for(venue, not_before_ts), self._wait_s, not_before_ts
+                )
             if latest is None or block is None:
                 return None
             paid = gas_native(self._config.gas_units_per_swap, gas_price_gwei(block.gas, None) or 0.0)
@@ -248,7 +250,9 @@ class Executor:
             record = LegRecord(result, latest.chain, base, quote, self._config.native_asset, block.pool.price)
         else:
             book = await self._market.wait_for(
-                lambda: self._market.book_at_or_after(venue, position.symbol, not_before_ts), self._wait_s
+                lambda: self._market.book_at_or_after(venue, position.symbol, not_before_ts),
+                self._wait_s,
+                not_before_ts,
             )
             if book is None:
                 return None

@@ -4,6 +4,7 @@ first of them at or after an execution time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections import deque
 from collections.abc import Callable
@@ -43,15 +44,46 @@ class Block:
     gas: GasEvent
 
 
-class MarketHistory:
-    """The last `depth` books per (venue, symbol), pool states per pool and gas per chain, as they arrive."""
+def local_ts(event: BookEvent | GasEvent | PoolEvent) -> int:
+    """When the signals role received `event` (its local clock, the clock decisions are stamped with), else the
+    event's own time."""
+    return event.recv_ts if isinstance(event, BookEvent) and event.recv_ts is not None else event.ts
 
-    def __init__(self, depth: int = 512) -> None:
+
+class MarketHistory:
+    """The last `depth` books per (venue, symbol), pool states per pool and gas per chain, as they arrive.
+
+    Waiting (`wait_for`) gives up after a wall-clock timeout; with `market_time=True` (a backtest, where the
+    market arrives as fast as it is replayed) it gives up once the market's own time has passed the wait's due
+    time plus the timeout, so the outcome depends on the data alone, and `close()` ends every wait.
+    """
+
+    def __init__(self, depth: int = 512, market_time: bool = False) -> None:
         self._depth = depth
         self._books: dict[tuple[str, str], deque[BookEvent]] = {}
         self._pools: dict[str, deque[PoolEvent]] = {}
         self._gas: dict[str, deque[GasEvent]] = {}
         self._changed = asyncio.Event()
+        self._market_time = market_time
+        self._now_ms = 0
+        self._version = 0
+        self._stalled: dict[int, int] = {}
+        self._tokens = itertools.count()
+        self._closed = False
+
+    @property
+    def events(self) -> int:
+        """Market events kept so far."""
+        return self._version
+
+    def stalled_waiters(self) -> int:
+        """Waits that found nothing in the latest market event (they need a later one)."""
+        return sum(1 for version in self._stalled.values() if version == self._version)
+
+    def close(self) -> None:
+        """No more market events will come: every wait returns what it finds now."""
+        self._closed = True
+        self._changed.set()
 
     def attach(self, source: MarketSource) -> None:
         source.add_listener(self.on_event)
@@ -66,6 +98,8 @@ class MarketHistory:
             self._append(self._gas, event.chain, event, lambda held: event.block <= held.block)
         else:
             return
+        self._now_ms = max(self._now_ms, local_ts(event))
+        self._version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -78,9 +112,9 @@ class MarketHistory:
         held.append(event)
 
     def book_at_or_after(self, venue: str, symbol: str, ts: int) -> BookEvent | None:
-        """The first held book of `venue` and `symbol` with `ts` at or after the given one."""
+        """The first held book of `venue` and `symbol` received at or after `ts` (see `local_ts`)."""
         for book in self._books.get((venue, symbol), ()):
-            if book.ts >= ts:
+            if local_ts(book) >= ts:
                 return book
         return None
 
@@ -124,18 +158,29 @@ class MarketHistory:
                 return pools[-1].price
         return None
 
-    async def wait_for(self, lookup: Callable[[], T | None], timeout_s: float) -> T | None:
-        """Return `lookup()` as soon as it finds something, re-trying on each new event; None after `timeout_s`."""
+    async def wait_for(self, lookup: Callable[[], T | None], timeout_s: float, due_ms: int = 0) -> T | None:
+        """Return `lookup()` as soon as it finds something, re-trying on each new event; None after `timeout_s`
+        (of wall time, or in market time past `due_ms`, see the class docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while (found := lookup()) is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-            except TimeoutError:
-                return lookup()
-        return found
+        give_up_ms = due_ms + timeout_s * 1000.0
+        token = next(self._tokens)
+        try:
+            while (found := lookup()) is None:
+                if self._closed or (self._market_time and self._now_ms > give_up_ms):
+                    return None
+                remaining = deadline - loop.time()
+                if remaining <= 0 and not self._market_time:
+                    return None
+                self._stalled[token] = self._version
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+                    async with asyncio.timeout(None if self._market_time else remaining):
+                        await self._changed.wait()
+                except TimeoutError:
+                    return lookup()
+                finally:
+                    self._stalled.pop(token, None)
+            return found
+        finally:
+            self._stalled.pop(token, None)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from bot.bus.channels import Channels
 from bot.bus.redis_url import redact_url
 from bot.bus.remote_market import RemoteMarket
+from bot.clock import Clock
 from bot.config import RootConfig
 from bot.paper.executor import Executor
 from bot.paper.ledger import Ledger
@@ -51,15 +52,21 @@ class PaperRole:
     `stop()` cancels the loop, closes the market view and the ledger (the client stays the caller's).
     """
 
-    def __init__(self, cfg: RootConfig, client: aioredis.Redis) -> None:
+    def __init__(
+        self, cfg: RootConfig, client: aioredis.Redis, clock: Clock | None = None, market_time: bool = False
+    ) -> None:
+        """`clock` and `market_time=True`: a backtest's simulated clock, and waits for books measured in
+        market time (see MarketHistory)."""
         self.ledger = open_ledger(cfg)
         self.channels = Channels(cfg.redis.prefix)
-        self.market = RemoteMarket(client, self.channels)
-        history = MarketHistory(cfg.paper.book_history)
-        history.attach(self.market)
+        self.market = RemoteMarket(client, self.channels, clock)
+        self.history = MarketHistory(cfg.paper.book_history, market_time)
+        self.history.attach(self.market)
         fees = {name: venue.taker_fee_bps for name, venue in cfg.venues.items()}
-        executor = Executor(history, cfg.paper, fees)
-        self.trader = PaperTrader(client, self.channels, cfg.paper, executor, self.ledger, cfg.redis.stream_maxlen)
+        executor = Executor(self.history, cfg.paper, fees)
+        self.trader = PaperTrader(
+            client, self.channels, cfg.paper, executor, self.ledger, cfg.redis.stream_maxlen, clock
+        )
         self._cfg = cfg
         self._consumer: asyncio.Task[None] | None = None
 

@@ -82,6 +82,13 @@ class PaperTrader:
         self._rng = random.Random()
         self.ready = asyncio.Event()
         """Set once the consumer group exists and this consumer's pending decisions are handled."""
+        self.handling = False
+        """True while a decision is being acted on (read, not yet acknowledged)."""
+
+    @property
+    def unwinds_running(self) -> int:
+        """Open positions being unwound now."""
+        return len(self._unwinding)
 
     async def run(self) -> None:
         """Consume decisions until cancelled; Redis errors are retried with backoff, never fatal."""
@@ -179,6 +186,13 @@ class PaperTrader:
 
     async def handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
         """Act on one stream entry and acknowledge it; bad entries are counted, written down and acknowledged."""
+        self.handling = True
+        try:
+            await self._handle(entry_id, fields)
+        finally:
+            self.handling = False
+
+    async def _handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
         self.stats.received += 1
         payload = fields.get(b"data", fields.get("data"))
         if payload is None:

@@ -60,7 +60,10 @@ class RiskService:
         client: aioredis.Redis,
         clock: Clock | None = None,
         forecast: SpreadForecast | None = None,
+        bus_time_from_clock: bool = False,
     ) -> None:
+        """`bus_time_from_clock`: take a signal's arrival time from `clock` rather than its stream id (a backtest
+        on a simulated clock, where stream ids carry wall time)."""
         self.config = config
         self.channels = Channels(config.redis.prefix)
         self.clock = clock or SystemClock()
@@ -74,6 +77,11 @@ class RiskService:
             name="publisher:decisions",
         )  # fmt: skip
         self.last_signal_id: str | None = None
+        self.signals_handled = 0
+        """Signal stream entries handled (decided, ignored or rejected), their decision submitted."""
+        self.fills_applied = 0
+        """Fill stream entries applied (or rejected)."""
+        self._bus_time_from_clock = bus_time_from_clock
         self._client = client
         self._tasks = TaskSet()
         self._route = route_by_type(self.channels)
@@ -141,10 +149,12 @@ class RiskService:
             assert isinstance(message, Signal)
             signal = message
             if fnmatchcase(self._route(signal)[0], self._pattern()):
-                decision = self._decide(signal, _ms_of(entry_id))
+                published_ms = self.clock.now_ms() if self._bus_time_from_clock else _ms_of(entry_id)
+                decision = self._decide(signal, published_ms)
         await self._save_progress(entry_id, signal, decision)
         if decision is not None:
             self.publisher.submit(decision)
+        self.signals_handled += 1
 
     async def _save_progress(self, entry_id: str, signal: Signal | None, decision: Decision | None) -> None:
         """Record the last signal handled (and the opportunity acted on); retry while Redis is away."""
@@ -206,6 +216,7 @@ class RiskService:
                     self._apply_fill(fields.get(b"data"))
 
     def _apply_fill(self, payload: bytes | None) -> None:
+        self.fills_applied += 1
         try:
             message = decode_message(payload or b"", "fill")
         except DecodeError as exc:
