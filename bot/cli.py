@@ -736,6 +736,55 @@ def paper_report_command(
 app.add_typer(risk_app, name="risk")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def backtest(
+    ctx: typer.Context,
+    data: Annotated[list[Path], typer.Option(help="recordings, listed after --data or with --data each")],
+    out: Annotated[Path, typer.Option(help="folder for report.json, pnl.png, summary.png, report.html, the ledger")],
+    model: Annotated[
+        Path | None, typer.Option(help="model folder, or a file named {kind}.npz (default: the config's scorer)")
+    ] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="config with the recorded venues")] = DEMO_CONFIG_PATH,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Replay recordings through strategies, scorer, Redis, risk and paper trader on the recordings' clock."""
+    from bot.backtest.report import backtest_report, write_outputs
+    from bot.backtest.run import BacktestError, BacktestStats, prepare_out, run_chain
+    from bot.paper.service import PaperError
+    from bot.recording import RecordingError
+
+    _setup_logging(verbose)
+    files = _recordings(data, list(ctx.args))
+    cfg = _load(config)
+    _output_folder(out / "report.json", "--out")
+    try:
+        model_dir = prepare_out(out, model)
+    except BacktestError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"--out {out}: {exc.strerror or exc}") from None
+
+    def progress(stats: BacktestStats) -> None:
+        print(f"arbbot backtest: {stats.events:,} events, {stats.signals:,} signals", file=sys.stderr, flush=True)
+
+    try:
+        result = asyncio.run(run_chain(cfg, files, out, model_dir, progress))
+    except (BacktestError, PaperError, RecordingError, RedisUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    except (RedisError, OSError) as exc:
+        raise _fail(f"backtest failed: {exc}") from None
+    report = backtest_report(result, files, model)
+    paths = write_outputs(report, out)
+    pnl, risk = report["pnl"], report["risk"]
+    hit = report["hit_rate"]
+    print(
+        f"backtest: {report['backtest']['events']:,} events, {report['backtest']['signals']} signals, "
+        f"{risk['decided']} decisions ({risk['executed']} execute), fills {report['fills']['by_status']}; "
+        f"PnL {pnl['total']:,.2f}, hit rate {'n/a' if hit is None else f'{hit:.1%}'}"
+    )
+    print("wrote " + ", ".join(str(path) for path in paths))
+
+
 def main() -> None:
     """Entry point of the `arbbot` console script."""
     app()

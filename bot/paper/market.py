@@ -44,10 +44,10 @@ class Block:
     gas: GasEvent
 
 
-def local_ts(event: BookEvent | GasEvent | PoolEvent) -> int:
+def local_ts(event: MarketEvent) -> int:
     """When the signals role received `event` (its local clock, the clock decisions are stamped with), else the
     event's own time."""
-    return event.recv_ts if isinstance(event, BookEvent) and event.recv_ts is not None else event.ts
+    return event.recv_ts if event.recv_ts is not None else event.ts
 
 
 class MarketHistory:
