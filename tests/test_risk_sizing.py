@@ -123,3 +123,29 @@ def test_chosen_size_keeps_lot_cap_and_min_notional(lot: float, min_notional: fl
     assert _whole_multiple(choice.size, lot)
     assert lot <= choice.size <= cap * (1 + 1e-9)
     assert choice.size * min(choice.buy.avg_price, choice.sell.avg_price) >= min_notional
+
+
+def test_a_buy_is_sized_down_to_what_the_quote_balance_pays() -> None:
+    # 150 quote buys 1 unit at 100 and 0.5 more at 100.5 (the asks' second level), 1.4975 with a 0.1 % fee.
+    choice, reason = choose_size(_inputs(max_buy_quote=150.0, buy_fee=0.001), 16)
+    assert reason is None
+    assert choice is not None
+    spend = choice.size * choice.buy.avg_price * 1.001
+    assert spend <= 150.0
+    assert choice.size == pytest.approx((150.0 / 1.001 - 100.0) / 100.5 + 1.0, abs=0.001)
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.05, -5.0])
+def test_no_affordable_size_is_insufficient_balance(budget: float) -> None:
+    choice, why = choose_size(_inputs(max_buy_quote=budget), 50)
+    assert choice is None
+    assert why == "insufficient_balance"
+
+
+@given(st.floats(min_value=0.0, max_value=2_000.0), st.floats(min_value=0.0001, max_value=8.0))
+def test_the_chosen_buy_never_costs_more_than_the_budget(budget: float, cap: float) -> None:
+    choice, reason = choose_size(_inputs(max_buy_quote=budget, cap=cap, min_notional=0.0, buy_fee=0.001), 24)
+    if choice is None:
+        assert reason in {"size_cap", "insufficient_balance"}
+        return
+    assert choice.size * choice.buy.avg_price * 1.001 <= budget * (1 + 1e-9)

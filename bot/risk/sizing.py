@@ -47,6 +47,8 @@ class SizingInputs:
     """Largest size allowed by every limit, in base units."""
     hint: float = 0.0
     """A size worth trying exactly (the signal's own)."""
+    max_buy_quote: float | None = None
+    """Quote the buy leg may spend, its fee included (the account's balance); None: no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,27 +88,63 @@ def candidate_sizes(lot: float, cap: float, hint: float, count: int) -> list[flo
     return sorted(s for s in sizes if s >= lot)
 
 
+def affordable_size(inputs: SizingInputs) -> float | None:
+    """The largest whole-lot size up to the cap whose buy leg costs at most `max_buy_quote` (fee included), found
+    by bisection (the cost grows with size); None without a quote limit."""
+    budget = inputs.max_buy_quote
+    if budget is None:
+        return None
+
+    def fits(size: float) -> bool:
+        leg = inputs.buy(size)
+        return leg is not None and size * leg.avg_price * (1.0 + inputs.buy_fee) <= budget * (1.0 + 1e-12)
+
+    top = round_size(inputs.cap, inputs.lot)
+    if top < inputs.lot or fits(top):
+        return top
+    low, high = 0.0, top
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return round_size(low, inputs.lot)
+
+
 def choose_size(inputs: SizingInputs, count: int) -> tuple[SizeChoice | None, str | None]:
     """The candidate with the highest expected PnL that meets every leg's minimum notional.
 
-    Returns (choice, None), or (None, reason) with reason `size_cap` (no whole lot fits the limits),
-    `no_liquidity` (no candidate could be priced) or `below_min_notional`.
+    A candidate whose buy leg costs more than `max_buy_quote` is left out, and the largest that does not is
+    tried too (a trade is sized down to what the balance pays). Returns (choice, None), or
+    (None, reason) with reason `size_cap` (no whole lot fits the limits), `no_liquidity` (no candidate could be
+    priced), `insufficient_balance` (every priced candidate costs more than `max_buy_quote`) or
+    `below_min_notional`.
     """
     sizes = candidate_sizes(inputs.lot, inputs.cap, inputs.hint, count)
     if not sizes:
         return None, "size_cap"
+    affordable = affordable_size(inputs)
+    if affordable is not None and affordable >= inputs.lot and affordable not in sizes:
+        sizes = sorted([*sizes, affordable])
     best: SizeChoice | None = None
-    priced = False
+    priced = paid = False
     for size in sizes:
         choice = expected_pnl(inputs, size)
         if choice is None:
             continue
         priced = True
+        spend = size * choice.buy.avg_price * (1.0 + inputs.buy_fee)
+        if inputs.max_buy_quote is not None and spend > inputs.max_buy_quote * (1.0 + 1e-12):
+            continue
+        paid = True
         notional = size * min(choice.buy.avg_price, choice.sell.avg_price)
         if notional < inputs.min_notional:
             continue
         if best is None or choice.expected_pnl > best.expected_pnl:
             best = choice
     if best is None:
-        return None, "below_min_notional" if priced else "no_liquidity"
+        if not priced:
+            return None, "no_liquidity"
+        return None, "below_min_notional" if paid else "insufficient_balance"
     return best, None
