@@ -32,7 +32,11 @@ class RiskConfig(BaseModel):
     default_venue: VenueRules = VenueRules()
     venues: dict[Name, VenueRules] = Field(default_factory=dict, description="per venue; others use default_venue")
     default_feed_lag_ms: NonNegativeFloat = Field(default=100.0, description="feed lag until enough books measured")
-    block_time_ms: PositiveFloat = Field(default=12_000.0, description="time between blocks of the chain")
+    block_time_ms: PositiveFloat = Field(
+        default=12_000.0,
+        description="time between blocks of the chain; an on-chain leg's window opens no earlier than the target "
+        "block's expected time (latest block's receive time + blocks_ahead × this)",
+    )
     blocks_ahead: Annotated[int, Field(ge=1, le=100)] = Field(default=1, description="target block = latest + this")
     gas_headroom: Annotated[float, Field(ge=1.0, le=10.0)] = Field(
         default=2.0, description="max fee = base fee × headroom + tip (a base fee can rise 12.5% a block)"
@@ -52,7 +56,10 @@ class RiskConfig(BaseModel):
         default=0.5, description="realised loss ≥ this × daily_loss_limit → REDUCING"
     )
     reducing_size_factor: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        default=0.5, description="size cap multiplier while REDUCING"
+        default=0.5,
+        description="size cap multiplier while REDUCING; with target_inventory, REDUCING also skips a trade that "
+        "moves any targeted balance away from its target (`reducing: increases inventory`) and sizes the others "
+        "no further than the target",
     )
     min_expected_pnl: Money = Field(default=0.0, description="quote; execute only above this")
     size_candidates: Annotated[int, Field(ge=2, le=1_000)] = Field(
@@ -61,7 +68,14 @@ class RiskConfig(BaseModel):
     starting_balances: dict[Name, dict[Name, Money]] = Field(
         default_factory=dict,
         description="per account (CEX venue, or chain for pool legs) and asset, before any fill; "
-        "an account not named here has no balance limit",
+        "an account not named here has no balance limit; a trade needing more than an account holds is sized "
+        "down, or skipped as `insufficient_balance`",
+    )
+    balances_from: Literal["fills", "config"] = Field(
+        default="fills",
+        description="`fills`: starting balances plus every fill in the capped fill stream, replayed at start (on a "
+        "shared Redis that includes earlier runs' fills); `config`: starting balances plus only the fills seen "
+        "since this start (a restart forgets earlier fills). Today's realised PnL is replayed either way",
     )
     target_inventory: dict[Name, dict[Name, Money]] = Field(
         default_factory=dict, description="per account and asset; trades moving away from it pay inventory_cost_bps"
