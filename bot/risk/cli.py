@@ -18,6 +18,7 @@ from bot.bus.channels import Channels
 from bot.bus.redis_url import redact_url
 from bot.clock import SystemClock
 from bot.config import ConfigError, RootConfig, load_config
+from bot.risk.forecast_window import spread_forecast
 from bot.risk.service import RiskService, send_control
 
 risk_app = typer.Typer(
@@ -76,7 +77,8 @@ def risk_command(
 
 async def _run(cfg: RootConfig, duration: float | None) -> None:
     client = aioredis.from_url(cfg.redis.url)
-    service = RiskService(cfg, client)
+    clock = SystemClock()
+    service = RiskService(cfg, client, clock, forecast=spread_forecast(cfg, clock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

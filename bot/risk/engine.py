@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from bot.risk.settings import RiskConfig
 from bot.risk.sizing import SizingInputs, choose_size, round_price
 from bot.risk.slippage import LegCost, walk_book
 from bot.risk.slippage import swap as pool_swap
-from bot.risk.window import FeedLag, SpreadForecast, WindowPlan, is_on_chain, plan_window
+from bot.risk.window import FeedLag, SpreadForecast, UpdateIntervals, WindowPlan, is_on_chain, plan_window
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class RiskStats:
     ignored: int = 0
     """Updates of an opportunity already decided, closes, duplicate opens."""
     controls: int = 0
+    forecasts: int = 0
+    """Windows that ended at a spread forecast's lifetime (the others used the signal's)."""
+    forecast_errors: int = 0
 
 
 class RiskEngine:
@@ -63,6 +67,7 @@ class RiskEngine:
         self.stats = RiskStats()
         self.limits = Limits(config)
         self.lag = FeedLag(config)
+        self.intervals = UpdateIntervals()
         self._market = market
         self._fees = {venue: bps / 1e4 for venue, bps in taker_fee_bps.items()}
         self._forecast = forecast
@@ -80,19 +85,28 @@ class RiskEngine:
             self._acted.popitem(last=False)
 
     def acted_on(self, opportunity_id: str) -> bool:
+        """Whether the opportunity was decided (and not closed since)."""
         return opportunity_id in self._acted
 
     def on_market_event(self, event: BookEvent | GasEvent | PoolEvent, now_ms: int) -> None:
-        """Measure feed lag from books (local receive time at the signals role, else its event time)."""
+        """Measure feed lag (from books' `recv_ts` only, see FeedLag) and each stream's update interval."""
         if isinstance(event, BookEvent):
-            self.lag.observe(event.venue, now_ms - (event.recv_ts or event.ts))
+            if event.recv_ts is not None:
+                self.lag.observe(event.venue, now_ms - event.recv_ts)
+            self.intervals.observe(event.venue, event.symbol, event.ts)
         elif isinstance(event, PoolEvent):
-            self.account_of[f"{event.dex}:{event.pool}"] = event.chain
+            venue = f"{event.dex}:{event.pool}"
+            self.account_of[venue] = event.chain
+            self.intervals.observe(venue, event.symbol, event.ts)
 
-    def on_fill(self, fill: Fill) -> None:
-        self.limits.on_fill(fill, self.account_of, self._decision_symbols.get(fill.decision_id))
+    def on_fill(self, fill: Fill, replayed: bool = False) -> None:
+        """Apply a fill to the limits; `replayed` (read from the stream at start) moves balances only when
+        `balances_from` is `fills`."""
+        move_balances = not replayed or self.config.balances_from == "fills"
+        self.limits.on_fill(fill, self.account_of, self._decision_symbols.get(fill.decision_id), move_balances)
 
     def on_control(self, control: Control) -> None:
+        """Apply an operator's `halt` or `resume`."""
         self.stats.controls += 1
         if control.command == "halt":
             self.limits.halt(f"operator: {control.reason}" if control.reason else "operator")
@@ -129,7 +143,7 @@ class RiskEngine:
 
     def _decide(self, signal: Signal, now_ms: int, published_ms: int) -> Decision:
         gas = self._gas_for(signal)
-        window = plan_window(signal, now_ms, published_ms, self.lag, self.config, gas, self._forecast)
+        window = plan_window(signal, now_ms, published_ms, self.lag, self.config, gas, self._lifetime(signal))
         limits = self.limits
         state_reason = f"{limits.state.lower()}: {limits.reason}" if limits.state != "ACTIVE" else None
 
@@ -150,7 +164,10 @@ class RiskEngine:
         buy, sell = self._pricer(signal, "buy"), self._pricer(signal, "sell")
         if buy is None or sell is None:
             return skip(f"no_market: {signal.buy_venue if buy is None else signal.sell_venue}")
-        cap, cap_reason = self._cap(signal, now_ms)
+        cap, cap_name = self._cap(signal, now_ms)
+        if cap_name == "reducing_to_target" and cap <= 0.0:
+            return skip("reducing: increases inventory")
+        cap_reason = f"capped: {cap_name}"
         buy_rules, sell_rules = self.config.rules(signal.buy_venue), self.config.rules(signal.sell_venue)
         inputs = SizingInputs(
             probability=signal.score,
@@ -159,6 +176,7 @@ class RiskEngine:
             buy_fee=0.0 if is_on_chain(signal.buy_venue) else self._fees.get(signal.buy_venue, 0.0),
             sell_fee=0.0 if is_on_chain(signal.sell_venue) else self._fees.get(signal.sell_venue, 0.0),
             fixed_cost=signal.costs.gas,
+            max_buy_quote=self.limits.balance(self._account(signal.buy_venue), signal.symbol.partition("/")[2]),
             inventory_cost=lambda size, bp, sp: self._inventory_cost(signal, size, bp, sp),
             lot=max(buy_rules.lot_size, sell_rules.lot_size),
             min_notional=max(buy_rules.min_notional, sell_rules.min_notional),
@@ -167,7 +185,9 @@ class RiskEngine:
         )
         choice, reason = choose_size(inputs, self.config.size_candidates)
         if choice is None:
-            return skip(cap_reason if reason == "size_cap" else reason or "no_size")
+            if reason == "size_cap":
+                reason = "insufficient_balance" if cap_name == "balance" else cap_reason
+            return skip(reason or "no_size")
         legs = (choice.buy, choice.sell)
         if choice.expected_pnl <= self.config.min_expected_pnl:
             return skip("unprofitable", legs, choice.size, choice.expected_pnl)
@@ -248,11 +268,31 @@ class RiskEngine:
         levels = book.asks if side == "buy" else book.bids
         return lambda size: walk_book(levels, size)
 
+    def _lifetime(self, signal: Signal) -> float | None:
+        """The spread forecast's remaining lifetime of the gap, or None (no forecast, or it failed) for the signal's."""
+        if self._forecast is None:
+            return None
+        try:
+            lifetime = self._forecast(signal, self.intervals.of_signal(signal))
+        except Exception:
+            # A forecast that raises costs this signal its forecast, never its decision.
+            self.stats.forecast_errors += 1
+            log.exception("risk: spread forecast failed for signal %s", signal.id)
+            return None
+        if lifetime is None or not math.isfinite(lifetime):
+            return None
+        self.stats.forecasts += 1
+        return lifetime
+
     def _account(self, venue: str) -> str:
         return self.account_of.get(venue, venue)
 
     def _cap(self, signal: Signal, now_ms: int) -> tuple[float, str]:
-        """Largest size every limit allows (base units) and the name of the binding limit."""
+        """Largest size every limit allows (base units) and the name of the binding limit.
+
+        `balance` binds when an account with a starting balance lacks the quote to buy or the base to sell;
+        `reducing_to_target` (REDUCING with `target_inventory`) at 0 means the trade would move inventory away.
+        """
         price = signal.buy_price
         now_room = self.config.max_open_exposure - self.limits.open_exposure(now_ms)
         caps = {
@@ -271,7 +311,45 @@ class RiskEngine:
         cap = caps[name]
         if self.limits.state == "REDUCING":
             cap *= self.config.reducing_size_factor
-        return cap, f"capped: {name}"
+            toward = self._toward_target(signal)
+            if toward is not None and toward < cap:
+                return max(0.0, toward), "reducing_to_target"
+        return cap, name
+
+    def _unit_moves(self, signal: Signal) -> dict[tuple[str, str], float]:
+        """(account, asset) → how much one unit of base traded moves it (fees included, pool fees are in price)."""
+        base, _, quote = signal.symbol.partition("/")
+        buy, sell = self._account(signal.buy_venue), self._account(signal.sell_venue)
+        buy_fee = 0.0 if is_on_chain(signal.buy_venue) else self._fees.get(signal.buy_venue, 0.0)
+        sell_fee = 0.0 if is_on_chain(signal.sell_venue) else self._fees.get(signal.sell_venue, 0.0)
+        moves: dict[tuple[str, str], float] = {}
+        for key, amount in (
+            ((buy, base), 1.0),
+            ((buy, quote), -signal.buy_price * (1.0 + buy_fee)),
+            ((sell, base), -1.0),
+            ((sell, quote), signal.sell_price * (1.0 - sell_fee)),
+        ):
+            moves[key] = moves.get(key, 0.0) + amount
+        return moves
+
+    def _toward_target(self, signal: Signal) -> float | None:
+        """The largest size that moves no targeted balance away from (or past) its target: 0 when any would move
+        away; None when the trade touches no balance with a target (REDUCING then only shrinks sizes)."""
+        targets = self.config.target_inventory
+        if not targets:
+            return None
+        limit: float | None = None
+        for (account, asset), per_unit in self._unit_moves(signal).items():
+            target = targets.get(account, {}).get(asset)
+            held = self.limits.balance(account, asset)
+            if target is None or held is None or per_unit == 0.0:
+                continue
+            distance = target - held
+            if distance * per_unit <= 0.0:
+                return 0.0
+            room = distance / per_unit
+            limit = room if limit is None else min(limit, room)
+        return limit
 
     def _inventory_cost(self, signal: Signal, size: float, buy_price: float, sell_price: float) -> float:
         """inventory_cost_bps × the notional moved away from target (negative when it moves towards it)."""
