@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -22,8 +23,14 @@ from bot.bus.codec import decode_message, encode
 from bot.bus.publisher import route_by_type
 from bot.config import RootConfig
 from bot.events import BookEvent
-from bot.messages import BookMessage, Decision, Fill, Message, Signal
+from bot.messages import BookMessage, Decision, Fill, FillLeg, Message, Signal
+from bot.model.file import save_model
+from bot.model.forecast import SpreadForecaster
+from bot.model.heads import Heads
+from bot.model.lstm import LSTM
+from bot.risk.forecast_window import ModelSpreadForecast
 from bot.risk.service import RiskService, send_control
+from bot.risk.window import SpreadForecast
 
 SYMBOL = "BTC/USDT"
 
@@ -59,17 +66,26 @@ class Bus:
         decoded = [decode_message(fields[b"data"], "decision") for _, fields in entries]
         return [d for d in decoded if isinstance(d, Decision)]
 
-    async def start_service(self) -> RiskService:
-        service = RiskService(self.config, self.client)
+    def with_risk(self, **risk: Any) -> Bus:
+        """The same bus, its config's risk section updated."""
+        return Bus(self.client, self.config.model_copy(update={"risk": self.config.risk.model_copy(update=risk)}))
+
+    async def start_service(self, forecast: SpreadForecast | None = None, book_gap_ms: int = 0) -> RiskService:
+        service = RiskService(self.config, self.client, forecast=forecast)
         await service.start()
         now = int(time.time() * 1000)
         books = [
             BookEvent(venue="alpha", symbol=SYMBOL, ts=now, bids=((99.0, 5.0),), asks=((100.0, 1.0), (101.5, 5.0))),
             BookEvent(venue="beta", symbol=SYMBOL, ts=now, bids=((101.0, 1.0), (100.8, 5.0)), asks=((102.0, 5.0),)),
         ]
-        for book in books:
-            await self.publish(BookMessage.of(book))
-        await eventually(lambda: service.market.book("beta", SYMBOL) is not None, message="books never arrived")
+        updates = 8 if book_gap_ms else 1
+        for i in range(updates):
+            for book in books:
+                ts = now - (updates - 1 - i) * book_gap_ms
+                await self.publish(BookMessage.of(book.model_copy(update={"ts": ts})))
+        await eventually(
+            lambda: service.market.stats.accepted >= 2 * updates, message=f"books never arrived: {service.market.stats}"
+        )
         return service
 
 
@@ -251,3 +267,102 @@ def test_cli_halt_reaches_a_running_service_and_config_errors_are_one_line(
     assert "daily_loss_limt" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def _operator_state_saved(bus: Bus, state: str) -> None:
+    key = bus.channels.key("risk", "operator")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while await bus.client.hget(key, "state") != state.encode():
+        assert loop.time() < deadline, f"operator state {state} never saved under {key}"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_operator_resume_after_the_loss_limit_survives_a_restart(bus: Bus) -> None:
+    service = await bus.start_service()
+    now = int(time.time() * 1000)
+    await bus.publish(Fill(ts=now, decision_id="d-0", legs=(), realised_pnl=-600.0, status="filled", symbol=SYMBOL))
+    await eventually(lambda: service.engine.limits.state == "HALTED")
+    await send_control(bus.client, bus.channels, "resume", "checked", now)
+    await _operator_state_saved(bus, "ACTIVE")
+    await service.stop()
+
+    restarted = await bus.start_service()  # the -600 fill is replayed: the resume still holds for today
+    assert (restarted.engine.limits.state, restarted.engine.limits.reason) == ("ACTIVE", "operator: checked")
+    await bus.publish(_signal("opp-after-restart"))
+    await eventually(lambda: restarted.publisher.stats.published >= 1)
+    (decision,) = await bus.decisions()
+    assert decision.action == "execute"
+    await bus.publish(Fill(ts=now, decision_id="d-1", legs=(), realised_pnl=-1.0, status="filled", symbol=SYMBOL))
+    await eventually(lambda: restarted.engine.limits.state == "HALTED", message="a further loss must halt again")
+    await restarted.stop()
+
+
+async def test_an_operator_halt_survives_a_restart(bus: Bus) -> None:
+    service = await bus.start_service()
+    await send_control(bus.client, bus.channels, "halt", "maintenance", int(time.time() * 1000))
+    await _operator_state_saved(bus, "HALTED")
+    await service.stop()
+
+    restarted = await bus.start_service()
+    assert restarted.engine.limits.state == "HALTED"
+    await bus.publish(_signal("opp-halted"))
+    await eventually(lambda: restarted.publisher.stats.published >= 1)
+    await restarted.stop()
+    (decision,) = await bus.decisions()
+    assert decision.reasons == ("halted: operator: maintenance",)
+
+
+async def test_a_bad_saved_operator_state_is_counted_and_ignored(bus: Bus) -> None:
+    await bus.client.hset(bus.channels.key("risk", "operator"), mapping={"state": "PANIC", "reason": "?"})
+    service = await bus.start_service()
+    await service.stop()
+    assert service.engine.limits.state == "ACTIVE"
+    assert service.rejections.by_reason() == {"invalid_saved_state": 1}
+
+
+@pytest.mark.parametrize(("balances_from", "usdt_at_start"), [("fills", 900.0), ("config", 1_000.0)])
+async def test_balances_from_fills_or_from_config(bus: Bus, balances_from: str, usdt_at_start: float) -> None:
+    bus = bus.with_risk(starting_balances={"alpha": {"USDT": 1_000.0, "BTC": 0.0}}, balances_from=balances_from)
+    now = int(time.time() * 1000)
+    earlier_run = Fill(
+        ts=now, decision_id="d-old", legs=(FillLeg(venue="alpha", side="buy", price=100.0, size=1.0, fee=0.0),),
+        realised_pnl=-300.0, status="filled", symbol=SYMBOL,
+    )  # fmt: skip
+    await bus.publish(earlier_run)
+    service = await bus.start_service()
+    limits = service.engine.limits
+    assert limits.balance("alpha", "USDT") == pytest.approx(usdt_at_start)
+    assert limits.state == "REDUCING"  # today's realised loss is replayed either way
+    live = earlier_run.model_copy(update={"id": "fill-live", "decision_id": "d-live", "realised_pnl": 0.0})
+    await bus.publish(live)
+    await eventually(lambda: limits.fills_seen == 2)
+    await service.stop()
+    assert limits.balance("alpha", "USDT") == pytest.approx(usdt_at_start - 100.0)
+
+
+async def test_decision_windows_end_where_the_spread_forecast_says(bus: Bus, tmp_path: Path) -> None:
+    _save_forecaster(tmp_path / "cex_cex.npz")
+    service = await bus.start_service(ModelSpreadForecast(tmp_path), book_gap_ms=200)
+    await bus.publish(_signal("opp-f", net_edge_bps=80.0))
+    await eventually(lambda: service.publisher.stats.published >= 1)
+    await service.stop()
+    entries: Any = await bus.client.xrange(bus.channels.signal_stream())
+    published_ms = int(entries[0][0].split(b"-")[0])
+    (decision,) = await bus.decisions()
+    # Each book every 200 ms: the key updates every 100 ms; the lower bound reaches 0 at step 3; seen 10 ms
+    # (the feed lag) before it was published; orders take 30 ms one way.
+    assert decision.window.deadline_ts == published_ms - 10 + 300 - 30
+    assert service.engine.stats.forecasts == 1
+
+
+def _save_forecaster(path: Path) -> None:
+    rng = np.random.default_rng(3)
+    meta: dict[str, Any] = {key: {} for key in ("normalisation", "architecture", "label", "metrics")} | {
+        "features": ["net_edge_bps"],
+        "window": 8,
+        "data_fingerprint": "x",
+        "created": "2026-01-01T00:00:00Z",
+    }
+    forecaster = SpreadForecaster(-10.0, 0.5, 0.9, np.full(8, -5.0), np.full(8, 5.0))
+    save_model(path, LSTM.init(1, 4, 1, rng, np.float64), Heads.init(4, rng, np.float64), meta, forecaster.to_arrays())

@@ -4,16 +4,21 @@ Signals are read with blocking XREAD on `arb:stream:signal` rather than pub/sub:
 path for catch-up and live, and a stream id to resume from. After each signal the service stores that id
 (`arb:state:risk:last_signal_id`) and the opportunities it has decided (`arb:state:risk:acted`, a hash that
 `closed` signals empty), so a restart resumes after the last signal and still decides each opportunity once.
-Fills are read from `arb:stream:fill` from its start (balances, today's realised PnL), control messages from
-`arb:control:risk` (pub/sub), markets through RemoteMarket.
+Fills are read from `arb:stream:fill` from its start (today's realised PnL, and balances unless
+`risk.balances_from` is `config`), control messages from `arb:control:risk` (pub/sub), markets through
+RemoteMarket. The state an operator command leaves (`halt` or `resume`, its reason, the loss a resume
+acknowledged) is saved in `arb:state:risk:operator` and restored at start, before the fills are replayed, so a
+restart neither forgets a halt nor halts again on a loss the operator already resumed from that day.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, get_args
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,9 +29,10 @@ from bot.bus.publisher import Publisher, route_by_type
 from bot.bus.remote_market import RemoteEvent, RemoteMarket
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
-from bot.messages import Control, Decision, Fill, Signal
+from bot.messages import Control, Decision, Fill, RiskState, Signal
 from bot.rejections import RejectionCounter
 from bot.risk.engine import RiskEngine
+from bot.risk.limits import OperatorState
 from bot.risk.window import SpreadForecast
 from bot.tasks import TaskSet
 
@@ -49,6 +55,10 @@ async def _xread(client: aioredis.Redis, stream: str, last_id: str, block_ms: in
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+EntryHandler = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
+_STATES: dict[str, RiskState] = {state: state for state in get_args(RiskState)}
 
 
 class RiskService:
@@ -87,6 +97,7 @@ class RiskService:
         self._route = route_by_type(self.channels)
         self._last_key = self.channels.key(ROLE, "last_signal_id")
         self._acted_key = self.channels.key(ROLE, "acted")
+        self._operator_key = self.channels.key(ROLE, "operator")
 
     def _on_market_event(self, event: RemoteEvent) -> None:
         self.engine.on_market_event(event, self.clock.now_ms())
@@ -102,29 +113,30 @@ class RiskService:
             start_id = _text(info[0][0]) if info else "0-0"
         for opportunity, signal_id in (await self._client.hgetall(self._acted_key)).items():
             self.engine.remember(_text(opportunity), _text(signal_id))
+        await self._restore_operator_state()
         await self.market.start()
         control = self._client.pubsub(ignore_subscribe_messages=True)
         await control.subscribe(self.channels.control(ROLE))
         fill_id = await self._catch_up_fills()
         self.publisher.start()
         self._tasks.spawn(self._follow_control(control), "risk:control")
-        self._tasks.spawn(self._follow_fills(fill_id), "risk:fills")
-        self._tasks.spawn(self._follow_signals(start_id), "risk:signals")
+        fills = self._follow(self.channels.fill_stream(), fill_id, 1_000, self._handle_fill_entry)
+        self._tasks.spawn(fills, "risk:fills")
+        signals = self._follow(self.channels.signal_stream(), start_id, risk.read_block_ms, self._handle_signal_entry)
+        self._tasks.spawn(signals, "risk:signals")
         log.info("risk role started after signal %s, state %s", start_id, self.engine.limits.state)
 
     async def stop(self) -> None:
+        """Stop following; the decisions already submitted are published first."""
         await self._tasks.cancel_all()
         await self.market.close()
         await self.publisher.close()
 
-    # ------------------------------------------------------------ signals
-
-    async def _follow_signals(self, last_id: str) -> None:
-        stream = self.channels.signal_stream()
-        block = self.config.risk.read_block_ms
+    async def _follow(self, stream: str, last_id: str, block_ms: int, handle: EntryHandler) -> None:
+        """Hand each entry of `stream` after `last_id` to `handle`, in order, for ever (blocking XREAD)."""
         while True:
             try:
-                batch = await _xread(self._client, stream, last_id, block)
+                batch = await _xread(self._client, stream, last_id, block_ms)
             except RedisError as exc:
                 log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
                 await self.clock.sleep(1.0)
@@ -132,7 +144,9 @@ class RiskService:
             for _stream, entries in batch:
                 for raw_id, fields in entries:
                     last_id = _text(raw_id)
-                    await self._handle_signal_entry(last_id, fields)
+                    await handle(last_id, fields)
+
+    # ------------------------------------------------------------ signals
 
     async def _handle_signal_entry(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         self.last_signal_id = entry_id
@@ -158,21 +172,29 @@ class RiskService:
 
     async def _save_progress(self, entry_id: str, signal: Signal | None, decision: Decision | None) -> None:
         """Record the last signal handled (and the opportunity acted on); retry while Redis is away."""
+
+        async def save() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._last_key, entry_id)
+                if signal is not None and signal.status == "closed":
+                    pipe.hdel(self._acted_key, signal.opportunity_id)
+                elif signal is not None and decision is not None:
+                    pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
+                await pipe.execute()
+
+        await self._retrying(save, f"saving progress after {entry_id}")
+
+    async def _retrying(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `write` until it succeeds, backing off (0.1 s doubling to 5 s) while Redis errors."""
         attempt = 0
         while True:
             try:
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.set(self._last_key, entry_id)
-                    if signal is not None and signal.status == "closed":
-                        pipe.hdel(self._acted_key, signal.opportunity_id)
-                    elif signal is not None and decision is not None:
-                        pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
-                    await pipe.execute()
+                await write()
                 return
             except RedisError as exc:
                 delay = min(5.0, 0.1 * 2.0**attempt)
                 attempt += 1
-                log.warning("risk: saving progress after %s failed (%s); retrying in %.1f s", entry_id, exc, delay)
+                log.warning("risk: %s failed (%s); retrying in %.1f s", what, exc, delay)
                 await self.clock.sleep(delay)
 
     def _pattern(self) -> str:
@@ -199,23 +221,12 @@ class RiskService:
                 return last
             for raw_id, fields in entries:
                 last = _text(raw_id)
-                self._apply_fill(fields.get(b"data"))
+                self._apply_fill(fields.get(b"data"), replayed=True)
 
-    async def _follow_fills(self, last_id: str) -> None:
-        stream = self.channels.fill_stream()
-        while True:
-            try:
-                batch = await _xread(self._client, stream, last_id, 1000)
-            except RedisError as exc:
-                log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
-                await self.clock.sleep(1.0)
-                continue
-            for _stream, entries in batch:
-                for raw_id, fields in entries:
-                    last_id = _text(raw_id)
-                    self._apply_fill(fields.get(b"data"))
+    async def _handle_fill_entry(self, _entry_id: str, fields: dict[bytes, bytes]) -> None:
+        self._apply_fill(fields.get(b"data"), replayed=False)
 
-    def _apply_fill(self, payload: bytes | None) -> None:
+    def _apply_fill(self, payload: bytes | None, replayed: bool) -> None:
         self.fills_applied += 1
         try:
             message = decode_message(payload or b"", "fill")
@@ -223,7 +234,42 @@ class RiskService:
             self.rejections.reject("fill", exc.reason, exc.detail)
             return
         assert isinstance(message, Fill)
-        self.engine.on_fill(message)
+        self.engine.on_fill(message, replayed=replayed)
+
+    async def _restore_operator_state(self) -> None:
+        raw: dict[Any, Any] = await self._client.hgetall(self._operator_key)
+        if not raw:
+            return
+        saved = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            restored = OperatorState(
+                _STATES[saved["state"]],
+                saved.get("reason", ""),
+                int(saved.get("day", "-1")),
+                float(saved.get("acknowledged_loss", "0")),
+            )
+            if not math.isfinite(restored.acknowledged_loss):
+                raise ValueError(f"acknowledged_loss {restored.acknowledged_loss}")
+        except (KeyError, ValueError) as exc:
+            self.rejections.reject("control", "invalid_saved_state", f"{self._operator_key}: {exc}")
+            log.warning("risk: ignoring the saved operator state in %s (%s)", self._operator_key, exc)
+            return
+        self.engine.limits.restore(restored)
+        log.warning("risk: operator state restored: %s (%s)", restored.state, restored.reason)
+
+    async def _save_operator_state(self) -> None:
+        saved = self.engine.limits.operator_state()
+        mapping: dict[str, str] = {
+            "state": saved.state,
+            "reason": saved.reason,
+            "day": str(saved.day),
+            "acknowledged_loss": repr(saved.acknowledged_loss),
+        }
+
+        async def save() -> None:
+            await self._client.hset(self._operator_key, mapping=mapping)  # type: ignore[arg-type]
+
+        await self._retrying(save, "saving the operator state")
 
     async def _follow_control(self, pubsub: aioredis.client.PubSub | None) -> None:
         """Apply halt/resume commands; a lost subscription is renewed (a missed halt would be silent)."""
@@ -254,6 +300,7 @@ class RiskService:
             assert isinstance(message, Control)
             if message.role == ROLE:
                 self.engine.on_control(message)
+                await self._save_operator_state()
 
 
 async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
