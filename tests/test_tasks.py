@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers import eventually
+
 from bot.tasks import TaskSet, cancel_and_wait
 
 
@@ -32,3 +34,35 @@ async def test_cancel_all_ends_every_task() -> None:
     await asyncio.sleep(0)
     await asyncio.wait_for(tasks.cancel_all(), timeout=5.0)
     assert len(tasks) == 0 and swallowed == [True]
+
+
+async def test_a_supervised_task_that_dies_is_restarted_with_backoff_until_cancelled() -> None:
+    tasks = TaskSet()
+    runs: list[int] = []
+    third_run = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise RuntimeError(f"bug number {len(runs)}")
+        third_run.set()
+        await asyncio.Event().wait()
+
+    tasks.supervise(flaky, "flaky")
+    await asyncio.wait_for(third_run.wait(), timeout=10.0)
+    assert runs == [0, 1, 2]
+    assert tasks.deaths["flaky"] == 2 and tasks.restarts["flaky"] == 2 and tasks.failures == 2
+    assert tasks.names() == ["flaky"]
+    await asyncio.wait_for(tasks.cancel_all(), timeout=5.0)
+    assert len(tasks) == 0 and runs == [0, 1, 2]
+
+
+async def test_a_plain_task_that_dies_is_counted_and_not_restarted() -> None:
+    tasks = TaskSet()
+
+    async def broken() -> None:
+        raise ValueError("once")
+
+    tasks.spawn(broken(), "broken")
+    await eventually(lambda: len(tasks) == 0, timeout=5.0)
+    assert tasks.deaths["broken"] == 1 and tasks.restarts["broken"] == 0 and tasks.failures == 1
