@@ -26,6 +26,7 @@ from bot.bus.redis_url import redact_url
 from bot.chain.configured import ConfiguredChain, start_local_chain
 from bot.config import RootConfig
 from bot.paper.service import PaperRole, ledger_path
+from bot.risk.forecast_window import spread_forecast
 from bot.risk.service import RiskService
 from bot.signals_role import ChainEndpoint, SignalsRole
 from bot.tasks import cancel_and_wait
@@ -266,7 +267,7 @@ async def _start_downstream(
 ) -> None:
     """Start the risk and paper roles the config names, before the signals role so they miss nothing."""
     if "risk" in config.roles:
-        downstream.risk = RiskService(config, client)
+        downstream.risk = RiskService(config, client, forecast=spread_forecast(config))
         await downstream.risk.start()
     if "paper" in config.roles:
         if fresh_ledger:
