@@ -37,6 +37,7 @@ from bot.paper.service import PaperRole
 from bot.recording import merge_events
 from bot.rejections import RejectionCounter
 from bot.replay import Replayer
+from bot.risk.forecast_window import spread_forecast
 from bot.risk.service import RiskService
 
 LEDGER = "ledger.sqlite"
@@ -106,7 +107,8 @@ class Chain:
         self._signals = SignalPublisher(client, channels, redis.stream_maxlen, redis.publish_queue)
         self._replayer.engine.add_market_listener(self._on_market_event)
         self.risk_clock = MarketTimeClock()
-        self.risk = RiskService(config, client, clock=self.risk_clock, bus_time_from_clock=True)
+        forecast = spread_forecast(config, self.risk_clock)
+        self.risk = RiskService(config, client, self.risk_clock, forecast, bus_time_from_clock=True)
         self.risk.market.add_listener(self.risk_clock.observe)
         self.paper_clock = MarketTimeClock()
         self.paper = PaperRole(config, client, clock=self.paper_clock, market_time=True)
