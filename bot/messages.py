@@ -14,6 +14,7 @@ SIGNAL_SCHEMA_VERSION: Final = 1
 DECISION_SCHEMA_VERSION: Final = 1
 FILL_SCHEMA_VERSION: Final = 1
 CONTROL_SCHEMA_VERSION: Final = 1
+HEARTBEAT_SCHEMA_VERSION: Final = 1
 MARKET_SCHEMA_VERSION: Final = 1
 
 
@@ -197,6 +198,28 @@ class Control(BaseModel):
     sig: str | None = None
 
 
+class Heartbeat(BaseModel):
+    """A role's sign of life on `arb:heartbeat:{role}`: who it is, since when, and its counters.
+
+    A watcher can call the role gone once no heartbeat came for a few `interval_s`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["heartbeat"] = "heartbeat"
+    schema_version: Literal[1] = HEARTBEAT_SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1)
+    ts: Timestamp
+    role: str = Field(min_length=1)
+    pid: Annotated[int, Field(ge=0)]
+    host: str | None = None
+    started_ts: Timestamp
+    interval_s: PositiveFinite
+    version: str = Field(min_length=1)
+    counters: dict[str, int | Finite] = Field(default_factory=dict)
+    sig: str | None = None
+
+
 class BookMessage(BookEvent):
     """A `book` event as a message on `arb:book:{venue}:{symbol}` (a BookEvent, so MarketState takes it)."""
 
@@ -239,5 +262,5 @@ class PoolMessage(PoolEvent):
 MarketMessage = BookMessage | GasMessage | PoolMessage
 """The market events as messages (pub/sub only, no stream)."""
 
-Message = Signal | Decision | Fill | Control | BookMessage | GasMessage | PoolMessage
+Message = Signal | Decision | Fill | Control | Heartbeat | BookMessage | GasMessage | PoolMessage
 """Every message type the codec knows."""
