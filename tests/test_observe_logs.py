@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import select
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -68,8 +70,8 @@ def test_console_lines_on_a_terminal_and_secrets_are_masked() -> None:
     with os.fdopen(replica, "w") as terminal:
         setup_logging(secrets=[SECRET], stream=terminal)
         emit_everything()
-        terminal.flush()
-        text = os.read(master, 1 << 16).decode()
+        logging.getLogger("bot.test").warning("end of output")
+        text = read_until(master, "end of output")
     os.close(master)
     assert SECRET not in text
     assert PASSWORD not in text
@@ -77,6 +79,18 @@ def test_console_lines_on_a_terminal_and_secrets_are_masked() -> None:
     assert "decision rejected" in text
     assert "ValueError: signature check failed with ***" in text
     assert not text.lstrip().startswith("{")
+
+
+def read_until(fd: int, marker: str, timeout_s: float = 10.0) -> str:
+    """Read a terminal's output until `marker` shows (a pty hands it over in chunks)."""
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    while marker.encode() not in data:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{marker!r} not written within {timeout_s} s; got {data!r}"
+        if select.select([fd], [], [], remaining)[0]:
+            data += os.read(fd, 1 << 16)
+    return data.decode()
 
 
 def test_forced_console_format_without_a_terminal_has_no_colour_codes() -> None:
