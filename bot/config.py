@@ -236,6 +236,24 @@ class ScorerConfig(_Strict):
     )
 
 
+class DaemonConfig(_Strict):
+    """The long-running process: health and metrics over HTTP, heartbeats, shutdown, logs."""
+
+    http_host: str = Field(
+        default="127.0.0.1", description="where /healthz, /readyz, /metrics listen (0.0.0.0 in containers)"
+    )
+    http_port: Annotated[int, Field(ge=0, le=65_535)] = Field(default=8787, description="0: no HTTP server")
+    heartbeat_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = Field(
+        default=5.0, description="seconds between heartbeats on {prefix}:heartbeat:{role}"
+    )
+    stop_timeout_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=15.0, description="longest a clean stop (SIGTERM) may take before the process exits anyway"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise"
+    )
+
+
 class RootConfig(_Strict):
     """Everything arbbot reads at start; frozen, unknown keys rejected."""
 
@@ -250,15 +268,16 @@ class RootConfig(_Strict):
     scorer: ScorerConfig = ScorerConfig()
     risk: RiskConfig = RiskConfig()
     paper: PaperConfig = PaperConfig()
+    daemon: DaemonConfig = DaemonConfig()
     roles: Annotated[tuple[Literal["signals", "risk", "paper"], ...], Field(min_length=1)] = Field(
         default=("signals", "risk", "paper"),
-        description="roles `arbbot run` / `arbbot demo` host in one process; others run as `arbbot risk` / `paper`",
+        description="roles `arbbot run` / `arbbot demo` host in one process (`arbbot run --roles` overrides)",
     )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RootConfig:
-        if "signals" not in self.roles:
-            raise ValueError("roles must include signals (run risk and paper alone as `arbbot risk` / `arbbot paper`)")
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"roles names one role twice: {list(self.roles)}")
         known = set(self.symbols)
         for name, venue in self.venues.items():
             unknown = set(venue.symbols or ()) - known
@@ -303,6 +322,8 @@ class EnvOverrides(BaseSettings):
 
     redis_url: str | None = None
     redis_prefix: str | None = None
+    http_host: str | None = None
+    http_port: int | None = None
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -327,6 +348,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> RootConfi
         redis_section["prefix"] = overrides.redis_prefix
     if redis_section:
         merged["redis"] = redis_section
+    daemon_section = dict(merged.get("daemon") or {})
+    if overrides.http_host is not None:
+        daemon_section["http_host"] = overrides.http_host
+    if overrides.http_port is not None:
+        daemon_section["http_port"] = overrides.http_port
+    if daemon_section:
+        merged["daemon"] = daemon_section
     try:
         return RootConfig.model_validate(merged)
     except ValidationError as exc:

@@ -29,6 +29,7 @@ from bot.rejections import RejectionCounter
 from bot.scoring.base import Scorer
 from bot.scoring.model import ModelScorer
 from bot.scoring.rule import RuleScorer
+from bot.tasks import TaskSet
 from strategies.cex_cex import CexCexStrategy
 from strategies.cex_dex import CexDexStrategy
 from strategies.dex_dex import DexDexConfig, DexDexStrategy
@@ -207,6 +208,8 @@ class SignalsRole:
                 token_aliases=chain.token_aliases,
             )
         self._engine_task: asyncio.Task[None] | None = None
+        self.tasks = TaskSet()
+        """The role's own background tasks (supervised: restarted with backoff when they die)."""
 
     def _publish(self, signal: Signal) -> None:
         self.publisher.submit(signal)
@@ -218,7 +221,7 @@ class SignalsRole:
         self.publisher.start()
         if self.market_publisher is not None:
             self.market_publisher.start()
-        self._engine_task = asyncio.get_running_loop().create_task(self.engine.run(), name="engine")
+        self._engine_task = self.tasks.supervise(self.engine.run, "engine")
         for feed in self.feeds:
             feed.start()
         if self.chain_feed is not None:

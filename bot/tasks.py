@@ -22,7 +22,8 @@ class TaskSet:
 
     `spawn` runs a coroutine once; `supervise` runs a factory's coroutine and, when it dies with an exception,
     starts a new one after an exponential backoff with jitter (RESTART_INITIAL_S doubling up to RESTART_MAX_S),
-    counting restarts per name. Cancelling (`cancel_all`) stops both for good.
+    counting restarts per name; one that returns has finished its work and is not started again. Cancelling
+    (`cancel_all`) stops both for good.
     """
 
     def __init__(self) -> None:
@@ -43,7 +44,7 @@ class TaskSet:
             started = loop.time()
             try:
                 await factory()
-                log.warning("supervised task %s returned; starting it again", name)
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,15 @@ class Bus:
         """The same bus, its config's risk section updated."""
         return Bus(self.client, self.config.model_copy(update={"risk": self.config.risk.model_copy(update=risk)}))
 
-    async def start_service(self, forecast: SpreadForecast | None = None, book_gap_ms: int = 0) -> RiskService:
+    async def start_service(
+        self,
+        forecast: SpreadForecast | None = None,
+        book_gap_ms: int = 0,
+        before_start: Callable[[RiskService], None] | None = None,
+    ) -> RiskService:
         service = RiskService(self.config, self.client, forecast=forecast)
+        if before_start is not None:
+            before_start(service)
         await service.start()
         now = int(time.time() * 1000)
         books = [
@@ -366,3 +373,29 @@ def _save_forecaster(path: Path) -> None:
     }
     forecaster = SpreadForecaster(-10.0, 0.5, 0.9, np.full(8, -5.0), np.full(8, 5.0))
     save_model(path, LSTM.init(1, 4, 1, rng, np.float64), Heads.init(4, rng, np.float64), meta, forecaster.to_arrays())
+
+
+async def test_a_signal_loop_that_dies_on_a_bug_is_restarted_after_that_entry(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison, after = _signal("opp-poison"), _signal("opp-after")
+
+    def break_on_poison(service: RiskService) -> None:
+        handle = service._handle_signal_entry
+
+        async def dies_on_poison(entry_id: str, fields: dict[bytes, bytes]) -> None:
+            if poison.id.encode() in fields.get(b"data", b""):
+                raise RuntimeError("a bug in the signal path")
+            await handle(entry_id, fields)
+
+        monkeypatch.setattr(service, "_handle_signal_entry", dies_on_poison)
+
+    service = await bus.start_service(before_start=break_on_poison)
+    await bus.publish(poison)
+    await bus.publish(after)
+    await eventually(lambda: service._tasks.restarts["risk:signals"] >= 1, message="the loop was not restarted")
+    await _processed(service, 1)
+    await eventually(lambda: service.publisher.stats.published >= 1)
+    await service.stop()
+    assert service._tasks.deaths["risk:signals"] == 1
+    assert [d.opportunity_id for d in await bus.decisions()] == ["opp-after"]

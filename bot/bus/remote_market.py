@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -18,7 +17,7 @@ from bot.clock import Clock, SystemClock
 from bot.events import BookEvent, GasEvent, PoolEvent
 from bot.market_state import MarketState
 from bot.rejections import RejectionCounter
-from bot.tasks import cancel_and_wait
+from bot.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class RemoteMarket:
         self._state = MarketState(self.rejections)
         self._listeners: list[Listener] = []
         self._patterns = (channels.book_pattern(), channels.gas_pattern(), channels.pool_pattern())
-        self._reader: asyncio.Task[None] | None = None
+        self.tasks = TaskSet()
         self._rng = random.Random()
 
     def add_listener(self, listener: Listener) -> None:
@@ -133,14 +132,12 @@ class RemoteMarket:
         return True
 
     async def start(self) -> None:
-        """Subscribe, then follow in a background task; returns once subscribed."""
-        pubsub = await self._subscribe()
-        self._reader = asyncio.get_running_loop().create_task(self._follow(pubsub), name="remote-market")
+        """Subscribe, then follow in a (supervised) background task; returns once subscribed."""
+        first = [await self._subscribe()]
+        self.tasks.supervise(lambda: self._follow(first.pop() if first else None), "remote-market")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await cancel_and_wait(self._reader)
-            self._reader = None
+        await self.tasks.cancel_all()
 
     async def _subscribe(self) -> aioredis.client.PubSub:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)

@@ -94,6 +94,8 @@ class RiskService:
         self._bus_time_from_clock = bus_time_from_clock
         self._client = client
         self._tasks = TaskSet()
+        self._positions: dict[str, str] = {}
+        """Stream → id of the last entry taken from it."""
         self._route = route_by_type(self.channels)
         self._last_key = self.channels.key(ROLE, "last_signal_id")
         self._acted_key = self.channels.key(ROLE, "acted")
@@ -120,10 +122,13 @@ class RiskService:
         fill_id = await self._catch_up_fills()
         self.publisher.start()
         self._tasks.spawn(self._follow_control(control), "risk:control")
-        fills = self._follow(self.channels.fill_stream(), fill_id, 1_000, self._handle_fill_entry)
-        self._tasks.spawn(fills, "risk:fills")
-        signals = self._follow(self.channels.signal_stream(), start_id, risk.read_block_ms, self._handle_signal_entry)
-        self._tasks.spawn(signals, "risk:signals")
+        fill_stream, signal_stream = self.channels.fill_stream(), self.channels.signal_stream()
+        self._positions.update({fill_stream: fill_id, signal_stream: start_id})
+        # Supervised: a loop that dies on a bug starts again after the entry it was handling (never loops on it).
+        self._tasks.supervise(lambda: self._follow(fill_stream, 1_000, self._handle_fill_entry), "risk:fills")
+        self._tasks.supervise(
+            lambda: self._follow(signal_stream, risk.read_block_ms, self._handle_signal_entry), "risk:signals"
+        )
         log.info("risk role started after signal %s, state %s", start_id, self.engine.limits.state)
 
     async def stop(self) -> None:
@@ -132,19 +137,19 @@ class RiskService:
         await self.market.close()
         await self.publisher.close()
 
-    async def _follow(self, stream: str, last_id: str, block_ms: int, handle: EntryHandler) -> None:
-        """Hand each entry of `stream` after `last_id` to `handle`, in order, for ever (blocking XREAD)."""
+    async def _follow(self, stream: str, block_ms: int, handle: EntryHandler) -> None:
+        """Hand each entry of `stream` after its position to `handle`, in order, for ever (blocking XREAD)."""
         while True:
             try:
-                batch = await _xread(self._client, stream, last_id, block_ms)
+                batch = await _xread(self._client, stream, self._positions[stream], block_ms)
             except RedisError as exc:
                 log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
                 await self.clock.sleep(1.0)
                 continue
             for _stream, entries in batch:
                 for raw_id, fields in entries:
-                    last_id = _text(raw_id)
-                    await handle(last_id, fields)
+                    entry_id = self._positions[stream] = _text(raw_id)
+                    await handle(entry_id, fields)
 
     # ------------------------------------------------------------ signals
 
