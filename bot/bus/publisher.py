@@ -26,7 +26,7 @@ from bot.messages import (
     Signal,
 )
 from bot.queues import BoundedQueue
-from bot.tasks import cancel_and_wait
+from bot.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,11 @@ class Publisher(Generic[M]):
         self._queue: BoundedQueue[tuple[M, Route]] = BoundedQueue(name, queue_size, self._clock.monotonic)
         self._rng = random.Random()
         self._writer: asyncio.Task[None] | None = None
+        self.tasks = TaskSet()
 
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name=self.name)
+        # Supervised: a writer that dies on a bug (a message that cannot be encoded) starts again on the next one.
+        self._writer = self.tasks.supervise(self._write, self.name)
 
     def submit(self, message: M) -> bool:
         """Queue a message for publishing; False (and counted) if the queue is full or it has no route."""
