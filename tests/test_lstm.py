@@ -51,6 +51,7 @@ WEIGHTS = {"p_profitable": 1.0, "lifetime_log_ms": 0.5, "edge_bps": 0.25}
 
 
 def _total_loss(model: LSTM, heads: Heads, x: Array, targets: dict[str, Array]) -> float:
+    model.parameters_changed()  # the central difference writes the parameters in place
     loss, _, _ = heads.loss(model.forward(x)[:, -1], targets, WEIGHTS)
     return loss
 
@@ -201,7 +202,7 @@ def test_learns_sign_of_sum() -> None:
     model = LSTM.init(1, 8, 1, rng, np.float64)
     heads = Heads.init(8, rng, np.float64)
     params = {**model.params, **heads.params}
-    adam = Adam(params, lr=0.02)
+    adam = Adam(params, lr=0.02, on_step=model.parameters_changed)
     only_p = {"p_profitable": 1.0}
 
     def batch(n: int) -> tuple[Array, dict[str, Array]]:
@@ -290,30 +291,49 @@ def test_forward_results_survive_later_calls() -> None:
         np.testing.assert_allclose(train_out, kept, rtol=1e-6)
 
 
-def test_forward_uses_parameters_updated_in_place() -> None:
-    # forward caches fused weights: an in-place update (as Adam makes) and a replaced array must both be seen.
+def test_forward_uses_parameters_announced_as_changed() -> None:
+    # forward caches fused weights: an in-place update and a replaced array are both seen once announced.
     rng = np.random.default_rng(4)
     model = LSTM.init(3, 4, 2, rng, np.float64)
     x = rng.normal(size=(2, 5, 3))
     before = model.forward(x)
     for name, value in model.params.items():
         value += 0.1 * rng.normal(size=value.shape)
+        model.parameters_changed()
         after = model.forward(x)
         fresh = LSTM.from_state_dict(model.state_dict(), dtype=np.float64).forward(x)
         np.testing.assert_array_equal(after, fresh, err_msg=name)
         assert not np.allclose(after, before), name
         before = after
     model.params["bias_hh_l1"] = model.params["bias_hh_l1"] + 1.0
+    model.parameters_changed()
     np.testing.assert_array_equal(
         model.forward(x), LSTM.from_state_dict(model.state_dict(), dtype=np.float64).forward(x)
     )
+
+
+def test_load_state_dict_writes_in_place_and_forward_sees_it() -> None:
+    rng = np.random.default_rng(8)
+    model = LSTM.init(3, 4, 2, rng, np.float64)
+    other = LSTM.init(3, 4, 2, np.random.default_rng(9), np.float64)
+    x = rng.normal(size=(2, 5, 3))
+    before = model.forward(x)
+    arrays = dict(model.params)
+    model.load_state_dict(other.state_dict())
+    assert all(model.params[name] is array for name, array in arrays.items())  # an optimiser's arrays stay valid
+    np.testing.assert_array_equal(model.forward(x), other.forward(x))
+    assert not np.allclose(model.forward(x), before)
+    with pytest.raises(ValueError, match="weight_hh_l1"):
+        model.load_state_dict({k: v for k, v in other.state_dict().items() if k != "weight_hh_l1"})
+    with pytest.raises(ValueError, match="shape"):
+        model.load_state_dict({**other.state_dict(), "bias_ih_l0": np.zeros(3)})
 
 
 def test_adam_steps_reach_forward_and_forward_train() -> None:
     rng = np.random.default_rng(6)
     model = LSTM.init(3, 4, 1, rng)
     x = rng.normal(size=(3, 6, 3)).astype(np.float32)
-    adam = Adam(model.params, lr=0.05)
+    adam = Adam(model.params, lr=0.05, on_step=model.parameters_changed)
     for _ in range(3):
         out, cache = model.forward_train(x)
         np.testing.assert_allclose(model.forward(x), out, rtol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 from bot.model.dataset import Dataset
 from bot.model.file import load_model
 from bot.model.labels import LabelSettings
+from bot.model.lstm import LSTM
 from bot.model.metrics import roc_auc
 from bot.model.predict import logistic_predict, predict
 from bot.model.train import (
@@ -150,3 +151,16 @@ def test_training_lifetimes_never_read_the_validation_period() -> None:
     reaching = train.ts + 60_000.0 > val_start
     assert reaching.any() and np.all(clipped.lifetime_censored[reaching])
     np.testing.assert_array_equal(clipped.lifetime_ms[~reaching], 60_000.0)
+
+
+def test_the_trained_model_scores_with_the_best_epochs_weights() -> None:
+    # Early stopping writes the best epoch's weights back in place after later epochs ran forward: the model's
+    # forward must use them, as a fresh LSTM built from its state dict does.
+    dataset = synthetic(n=600)
+    result = train_model(dataset, dataclasses.replace(FAST, epochs=12, patience=2, lr=5e-2))
+    training = result.model.meta["training"]
+    assert training["best_epoch"] < training["epochs_run"]
+    lstm = result.model.lstm
+    fresh = LSTM.from_state_dict(lstm.state_dict())
+    x = np.asarray(dataset.windows[:64])
+    np.testing.assert_array_equal(lstm.forward(x), fresh.forward(x))

@@ -56,10 +56,10 @@ class LSTMCache:
 
 @dataclass
 class _Fused:
-    """One layer's fused step weights, with the parameter bytes they were built from."""
+    """One layer's fused step weights, with the parameter version they were built from."""
 
     weights: Array  # (4H, F + H + 1), internal order, sigmoid rows halved
-    source: tuple[bytes, ...]
+    version: int
 
 
 _MAX_PLANS = 16
@@ -79,7 +79,12 @@ class _Plan:
 
 
 class LSTM:
-    """A stacked LSTM whose parameters are a `torch.nn.LSTM` state dict (zero initial states, batch first)."""
+    """A stacked LSTM whose parameters are a `torch.nn.LSTM` state dict (zero initial states, batch first).
+
+    `forward` caches weights built from the parameters: change them through `load_state_dict` or an optimiser
+    that calls `parameters_changed` (as `Adam(..., on_step=lstm.parameters_changed)` does), or call
+    `parameters_changed` yourself after writing to `params`.
+    """
 
     def __init__(self, params: dict[str, Array], input_size: int, hidden_size: int, num_layers: int) -> None:
         """Wrap already validated parameters; use `init` or `from_state_dict` instead."""
@@ -92,6 +97,7 @@ class LSTM:
         # Inference state reused across `forward` calls: fresh arrays cost a page fault per 4 KiB, and building
         # the per-step views costs as much as the steps' arithmetic at batch 1. Not thread-safe: one LSTM per thread.
         self._fused: list[_Fused | None] = [None] * num_layers
+        self._version = 0
         self._plans: dict[tuple[int, int], _Plan] = {}
         self._half = np.array(0.5, dtype=self.dtype)  # a 0-d array: a Python float costs a conversion per call
         # Fresh arrays of this size cost a page fault per 4 KiB touched (~1.5 µs each here: more than the
@@ -194,6 +200,22 @@ class LSTM:
         """Return copies of the parameters under `torch.nn.LSTM` state-dict names and shapes."""
         return {name: value.copy() for name, value in self.params.items()}
 
+    def load_state_dict(self, state: dict[str, Array]) -> None:
+        """Copy `state` (every parameter, same names and shapes) into the parameters, in place."""
+        if state.keys() != self.params.keys():
+            raise ValueError(f"state names differ from the parameters': {sorted(state.keys() ^ self.params.keys())}")
+        for name, value in state.items():
+            target = self.params[name]
+            if np.shape(value) != target.shape:
+                raise ValueError(f"{name} must have shape {target.shape}, got {np.shape(value)}")
+        for name, value in state.items():
+            np.copyto(self.params[name], value, casting="same_kind")
+        self.parameters_changed()
+
+    def parameters_changed(self) -> None:
+        """Note that parameters were changed in place or replaced: the next `forward` rebuilds its weights."""
+        self._version += 1
+
     def forward(self, x: Array) -> Array:
         """Return the top layer's outputs (batch, time, hidden) for inputs (batch, time, features)."""
         x = self._check_input(x)
@@ -244,11 +266,10 @@ class LSTM:
         return stack
 
     def _weights(self, k: int) -> Array:
-        """Return layer `k`'s fused step weights, rebuilt when any of its parameters changed (compared by bytes)."""
-        source = tuple(self.params[f"{kind}_l{k}"].tobytes() for kind in _KINDS)
+        """Return layer `k`'s fused step weights, rebuilt when the parameters changed (see `parameters_changed`)."""
         cached = self._fused[k]
-        if cached is None or cached.source != source or cached.weights.dtype != self.dtype:
-            cached = self._fused[k] = _Fused(self._fuse(k), source)
+        if cached is None or cached.version != self._version or cached.weights.dtype != self.dtype:
+            cached = self._fused[k] = _Fused(self._fuse(k), self._version)
         return cached.weights
 
     def _fuse(self, k: int) -> Array:

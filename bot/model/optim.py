@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,16 @@ class Adam:
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        on_step: Callable[[], object] | None = None,
     ) -> None:
-        """Track first and second moments for every named parameter."""
+        """Track first and second moments for every named parameter; call `on_step` after each update (a model
+        that caches what it builds from its parameters, such as `LSTM.parameters_changed`)."""
         if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or eps <= 0:
             raise ValueError("need lr > 0, betas in [0, 1) and eps > 0")
         self.params = params
         self.lr, self.betas, self.eps = lr, betas, eps
         self.steps = 0
+        self._on_step = on_step
         self._m = {name: np.zeros_like(p) for name, p in params.items()}
         self._v = {name: np.zeros_like(p) for name, p in params.items()}
 
@@ -54,3 +58,5 @@ class Adam:
             v *= b2
             v += (1 - b2) * g * g
             p -= step_size * m / (np.sqrt(v) / root_correction + self.eps)
+        if self._on_step is not None:
+            self._on_step()

@@ -221,7 +221,7 @@ class _Network:
         self.lstm = LSTM.init(n_features, settings.hidden, settings.layers, rng)
         self.heads = Heads.init(settings.hidden, rng)
         self.params = {**self.lstm.params, **self.heads.params}  # the same arrays: Adam updates both in place
-        self.adam = Adam(self.params, lr=settings.lr)
+        self.adam = Adam(self.params, lr=settings.lr, on_step=self.lstm.parameters_changed)
 
     def step(self, x: Array, targets: dict[str, Array], settings: TrainSettings, rng: np.random.Generator) -> float:
         outputs, cache = self.lstm.forward_train(x, settings.dropout, rng if settings.dropout > 0 else None)
@@ -245,6 +245,7 @@ class _Network:
     def restore(self, saved: dict[str, Array]) -> None:
         for name, value in saved.items():
             self.params[name][...] = value
+        self.lstm.parameters_changed()
 
 
 def _epoch_batches(
