@@ -50,31 +50,45 @@ def _central_diff(loss: Any, tensor: Array, step: float = 1e-3) -> Array:
 WEIGHTS = {"p_profitable": 1.0, "lifetime_log_ms": 0.5, "edge_bps": 0.25}
 
 
-def _total_loss(model: LSTM, heads: Heads, x: Array, targets: dict[str, Array]) -> float:
+def _total_loss(
+    model: LSTM, heads: Heads, x: Array, targets: dict[str, Array], bounds: dict[str, Array] | None = None
+) -> float:
     model.parameters_changed()  # the central difference writes the parameters in place
-    loss, _, _ = heads.loss(model.forward(x)[:, -1], targets, WEIGHTS)
+    loss, _, _ = heads.loss(model.forward(x)[:, -1], targets, WEIGHTS, lower_bounds=bounds)
     return loss
 
 
-def test_gradients_match_central_differences() -> None:
+@pytest.mark.parametrize("censored", [False, True])
+def test_gradients_match_central_differences(censored: bool) -> None:
     rng = np.random.default_rng(7)
     model = LSTM.init(3, 4, 2, rng, np.float64)
     heads = Heads.init(4, rng, np.float64)
     x = rng.normal(size=(2, 5, 3))
     targets = _targets()
+    bounds = None
+    if censored:
+        # Censored lifetimes are lower bounds: the first (0.8) lies above its prediction (~0.31) and costs the
+        # shortfall, the second (0.1) below its prediction (~0.34) and costs nothing.
+        targets["lifetime_log_ms"] = np.array([0.8, 0.1])
+        bounds = {"lifetime_log_ms": np.array([True, True])}
 
     outputs, cache = model.forward_train(x)
-    loss, head_grads, d_last = heads.loss(outputs[:, -1], targets, WEIGHTS)
+    loss, head_grads, d_last = heads.loss(outputs[:, -1], targets, WEIGHTS, lower_bounds=bounds)
     grads, d_x = model.backward(cache, last_step_grad(d_last, 5))
-    assert np.abs(heads.predict(outputs[:, -1])["edge_bps"]).max() < 0.5  # residuals ~ -4 and ~ 0: both branches
-    assert loss == pytest.approx(_total_loss(model, heads, x, targets), rel=1e-12)
+    predicted = heads.predict(outputs[:, -1])
+    assert np.abs(predicted["edge_bps"]).max() < 0.5  # residuals ~ -4 and ~ 0: both branches
+    if censored:
+        lifetime = predicted["lifetime_log_ms"]
+        assert lifetime[0] < 0.8 - 0.1 and lifetime[1] > 0.1 + 0.1  # both sides of a bound, away from its kink
+        assert grads["weight_ih_l0"].any()
+    assert loss == pytest.approx(_total_loss(model, heads, x, targets, bounds), rel=1e-12)
     assert list(grads) == list(model.state_dict())
 
     analytic = {**grads, **head_grads, "x": d_x}
     tensors = {**model.params, **heads.params, "x": x}
     worst = {}
     for name, tensor in tensors.items():
-        numeric = _central_diff(lambda: _total_loss(model, heads, x, targets), tensor)
+        numeric = _central_diff(lambda: _total_loss(model, heads, x, targets, bounds), tensor)
         worst[name] = float(_rel_err(analytic[name], numeric).max())
     print("max relative error per tensor:", {name: f"{err:.1e}" for name, err in worst.items()})
     assert set(worst) == {*model.params, *heads.params, "x"}
@@ -224,6 +238,24 @@ def test_learns_sign_of_sum() -> None:
     assert first > 0.6
     assert last < 0.25 * first
     assert accuracy > 0.93
+
+
+def test_a_censored_target_is_a_lower_bound_by_hand() -> None:
+    heads = Heads.init(2, np.random.default_rng(0), np.float64)
+    heads.params["head.lifetime_log_ms.weight"][...] = 0.0
+    heads.params["head.lifetime_log_ms.bias"][...] = 1.0  # predicts 1.0 for every sample
+    h = np.ones((3, 2))
+    targets = {"lifetime_log_ms": np.array([0.5, 1.5, 3.0])}
+    bounds = {"lifetime_log_ms": np.array([True, True, False])}
+    loss, grads, _ = heads.loss(h, targets, {"lifetime_log_ms": 1.0}, lower_bounds=bounds)
+    # Censored at 0.5 and predicted 1.0: no loss. Censored at 1.5: the 0.5 shortfall, 0.5 * 0.5². Exact 3.0: the
+    # Huber tail, 2 - 0.5.
+    assert loss == pytest.approx((0.0 + 0.125 + 1.5) / 3)
+    assert grads["head.lifetime_log_ms.bias"][0] == pytest.approx((0.0 - 0.5 - 1.0) / 3)
+    exact, _, _ = heads.loss(h, targets, {"lifetime_log_ms": 1.0})
+    assert exact == pytest.approx((0.125 + 0.125 + 1.5) / 3)
+    with pytest.raises(ValueError, match="regression heads"):
+        heads.loss(h, {**targets, "p_profitable": np.ones(3)}, lower_bounds={"p_profitable": np.ones(3, bool)})
 
 
 def test_heads_predict_shapes() -> None:

@@ -82,7 +82,12 @@ def evaluate_model(
         results[name] = result
         table[name] = {**classification_metrics(y, scores[name]), **result.summary(), "threshold": threshold}
     lifetime = np.asarray(dataset.lifetime_ms, dtype=np.float64)
-    table["lstm"]["lifetime_mae_ms"] = float(np.mean(np.abs(scores["lifetime_ms"] - lifetime)))
+    # A censored lifetime is a lower bound, not the lifetime: it has no error to measure.
+    exact = ~np.asarray(dataset.lifetime_censored, dtype=bool)
+    lifetime_errors = np.abs(scores["lifetime_ms"] - lifetime)[exact]
+    table["lstm"]["lifetime_mae_ms"] = float(np.mean(lifetime_errors)) if len(lifetime_errors) else float("nan")
+    table["lstm"]["lifetime_samples"] = int(np.count_nonzero(exact))
+    table["lstm"]["lifetime_censored"] = int(len(dataset) - np.count_nonzero(exact))
     table["lstm"]["edge_mae_bps"] = float(np.mean(np.abs(scores["edge_bps"] - dataset.captured_edge_bps)))
     table = _clean(table)
     forecast = _forecast_coverage(model, dataset)
@@ -100,6 +105,7 @@ def evaluate_model(
             "positive_rate": float(y.mean()),
             "mean_captured_pnl": float(np.mean(dataset.captured_pnl)),
             "median_lifetime_ms": float(np.median(lifetime)),
+            "censored_lifetimes": int(len(dataset) - np.count_nonzero(exact)),
             "fingerprint": dataset.fingerprint,
             "label": dataset.settings.to_meta(),
         },
@@ -178,7 +184,11 @@ def format_table(report: dict[str, Any]) -> str:
             cells.append(f"{'-':>14}" if value is None else f"{value:>14.4g}")
         lines.append(f"{name:<9}" + "".join(cells))
     lstm = report["lstm"]
-    lines.append(f"lstm lifetime MAE {lstm['lifetime_mae_ms']:.0f} ms, edge MAE {lstm['edge_mae_bps']:.2f} bps")
+    mae = lstm["lifetime_mae_ms"]
+    lines.append(
+        f"lstm lifetime MAE {'-' if mae is None else f'{mae:.0f} ms'} over {lstm['lifetime_samples']} exact lifetimes "
+        f"({lstm['lifetime_censored']} censored left out), edge MAE {lstm['edge_mae_bps']:.2f} bps"
+    )
     data = report["data"]
     lines.append(
         f"{data['samples']} samples, {data['opportunities']} opportunities, {data['positive_rate']:.1%} profitable"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -70,8 +71,14 @@ class Heads:
         targets: dict[str, Array],
         weights: dict[str, float] | None = None,
         huber_delta: float = 1.0,
+        lower_bounds: Mapping[str, Array] | None = None,
     ) -> tuple[float, dict[str, Array], Array]:
-        """Return the weighted sum of batch-mean losses, gradients w.r.t. head parameters, and d loss / d h_last."""
+        """Return the weighted sum of batch-mean losses, gradients w.r.t. head parameters, and d loss / d h_last.
+
+        `lower_bounds` maps a regression head to a boolean mask (batch,) of targets that are only lower bounds
+        (censored lifetimes): a prediction at or above such a target costs nothing, one below it pays Huber on
+        the shortfall.
+        """
         weights = weights if weights is not None else dict.fromkeys(HEAD_NAMES, 1.0)
         unknown = set(weights) - set(HEAD_NAMES)
         if unknown:
@@ -80,6 +87,9 @@ class Heads:
         total = 0.0
         grads: dict[str, Array] = {}
         d_h = np.zeros_like(h_last)
+        bounds = lower_bounds or {}
+        if not set(bounds) <= set(HEAD_NAMES) - _CLASSIFIERS:
+            raise ValueError(f"lower bounds apply to regression heads only, got {sorted(bounds)}")
         for name in HEAD_NAMES:
             w = weights.get(name, 0.0)
             weight = self.params[f"head.{name}.weight"]
@@ -95,6 +105,8 @@ class Heads:
                 dz = _sigmoid(z) - y
             else:
                 r = z - y
+                if name in bounds:
+                    r = np.where(np.asarray(bounds[name], dtype=bool), np.minimum(r, 0.0), r)
                 small = np.abs(r) <= huber_delta
                 per = np.where(small, 0.5 * r * r, huber_delta * (np.abs(r) - 0.5 * huber_delta))
                 dz = np.clip(r, -huber_delta, huber_delta)

@@ -10,7 +10,8 @@ Choices, so that they can be argued with:
   to `max_class_weight` times; the classifier's bias is then shifted by -log(weight) so probabilities stay
   calibrated (a prior shift moves only the logit's offset). Between 20 % and 80 % no weighting is used.
 - Targets: p_profitable by cross-entropy; log lifetime and captured edge by Huber on robustly scaled values
-  (median / IQR), so all three heads train at unit scale.
+  (median / IQR), so all three heads train at unit scale. A censored lifetime (still open at the horizon, the end
+  of the data or the validation start) is a lower bound: no loss once the prediction reaches it.
 - Early stopping on the validation cross-entropy of p_profitable, keeping the best epoch's weights.
 - The spread-path forecaster (bot/model/forecast.py) is fitted on the training windows' raw net edge and stored
   with the baselines, for the risk/timing service; `evaluate` measures its intervals' coverage.
@@ -223,9 +224,22 @@ class _Network:
         self.params = {**self.lstm.params, **self.heads.params}  # the same arrays: Adam updates both in place
         self.adam = Adam(self.params, lr=settings.lr, on_step=self.lstm.parameters_changed)
 
-    def step(self, x: Array, targets: dict[str, Array], settings: TrainSettings, rng: np.random.Generator) -> float:
+    def step(
+        self,
+        x: Array,
+        targets: dict[str, Array],
+        censored: Array,
+        settings: TrainSettings,
+        rng: np.random.Generator,
+    ) -> float:
         outputs, cache = self.lstm.forward_train(x, settings.dropout, rng if settings.dropout > 0 else None)
-        loss, head_grads, d_h = self.heads.loss(outputs[:, -1], targets, settings.head_weights, settings.huber_delta)
+        loss, head_grads, d_h = self.heads.loss(
+            outputs[:, -1],
+            targets,
+            settings.head_weights,
+            settings.huber_delta,
+            lower_bounds={"lifetime_log_ms": censored},
+        )
         grads, _ = self.lstm.backward(cache, last_step_grad(d_h, x.shape[1]))
         grads.update(head_grads)
         clip_grad_norm(grads, settings.clip_norm)
@@ -268,9 +282,14 @@ def fit_network(
     val_y: Array,
     settings: TrainSettings,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    lifetime_censored: Array | None = None,
 ) -> tuple[LSTM, Heads, list[EpochReport], dict[str, Any]]:
-    """Train on normalised windows; return the best epoch's LSTM and heads, the history and what was chosen."""
+    """Train on normalised windows; return the best epoch's LSTM and heads, the history and what was chosen.
+
+    `lifetime_censored` marks the training lifetimes that are lower bounds (None: every lifetime is exact).
+    """
     rng = np.random.default_rng(settings.seed)
+    censored = np.zeros(len(train_x), dtype=bool) if lifetime_censored is None else np.asarray(lifetime_censored, bool)
     net = _Network(train_x.shape[2], settings, rng)
     labels = train_targets["p_profitable"]
     w_pos, w_neg = _class_weight(labels, settings.max_class_weight)
@@ -285,7 +304,7 @@ def fit_network(
         for idx in _epoch_batches(len(train_x), sample_weights, settings, rng):
             idx = np.sort(idx)  # contiguous-ish reads are faster; order within a batch does not matter
             batch_targets = {name: train_targets[name][idx] for name in HEAD_NAMES}
-            losses.append(net.step(train_x[idx], batch_targets, settings, rng))
+            losses.append(net.step(train_x[idx], batch_targets, censored[idx], settings, rng))
         bias -= bias_shift
         p_val = net.probabilities(val_x)
         bias += bias_shift
@@ -363,7 +382,7 @@ def train_model(
     train_x, val_x = norm.apply(windows), norm.apply(val.windows)
     val_y = np.asarray(val.profitable, dtype=np.float64)
     lstm, heads, history, chosen = fit_network(
-        train_x, _targets(train, lifetime, edge), val_x, val_y, settings, on_epoch
+        train_x, _targets(train, lifetime, edge), val_x, val_y, settings, on_epoch, train.lifetime_censored
     )
     logistic: LogisticModel = fit_logistic(windows[:, -1, :], train.profitable, l2=settings.logistic_l2)
     version = _fingerprint_params(lstm, heads)
@@ -390,6 +409,7 @@ def train_model(
             "train_samples": len(train_idx),
             "val_samples": len(val_idx),
             "train_positive_rate": float(np.mean(train.profitable)),
+            "train_censored_lifetimes": int(np.count_nonzero(train.lifetime_censored)),
             "val_positive_rate": float(np.mean(val.profitable)),
             "val_start_ts": int(np.min(val.ts)),
             "train_end_ts": int(np.max(train.ts)),
