@@ -9,7 +9,7 @@ import pytest
 from bot.config import RootConfig, parse_config
 from bot.events import BookEvent, Level
 from bot.model.dataset import Dataset, build_dataset
-from bot.model.labels import LabelSettings, StreamingLabeler, execute
+from bot.model.labels import LabelSettings, execute
 from bot.recording import RecordingWriter
 
 T0 = 1_763_700_000_000
@@ -158,10 +158,3 @@ def test_settings_meta_round_trip_and_checks() -> None:
     assert settings.fee("a") == 2.0 and settings.fee("zzz") == 7.0
     with pytest.raises(ValueError):
         LabelSettings(latency_ms=-1)
-
-
-def test_only_cex_cex_is_labelled_yet(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cex_cex"):
-        build_dataset([record(tmp_path, opening())], config(), kind="cex_dex")
-    with pytest.raises(ValueError, match="not implemented"):
-        StreamingLabeler(LabelSettings()).add(("cex_dex", SYMBOL, "a", "uniswap_v2:0xabc"), T0, 1.0)

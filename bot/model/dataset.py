@@ -2,7 +2,8 @@
 
 Samples are the `open`/`update` signals of one strategy kind that the signals engine (`build_engine`, on a
 replay clock) emits while replaying the files; the window is read from a `FeatureTracker` registered on that
-engine at that moment, and the labels come from `StreamingLabeler` (see `bot.model.labels`).
+engine at that moment, and the labels come from `StreamingLabeler` (see `bot.model.labels`). A sample with pool
+legs pays gas for the config's gas units of its kind, the gas token priced as its signal priced it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from bot.bus.codec import DecodeError, decode_event
 from bot.config import RootConfig
 from bot.messages import Signal
 from bot.model.features import FEATURE_NAMES, FeatureTracker
-from bot.model.labels import LabelSettings, StreamingLabeler
+from bot.model.labels import GasCharge, LabelSettings, StreamingLabeler
 from bot.recording import RecordingError, merge_events, read_lines, time_key
 from bot.rejections import RejectionCounter
 from bot.replay import Replayer
 from strategies.base import OpportunityKey
+from strategies.gas import ETH_PER_GWEI
 
-SUPPORTED_KINDS = ("cex_cex",)
+SUPPORTED_KINDS = ("cex_cex", "cex_dex", "dex_dex")
 _PROGRESS_EVERY = 20_000
 
 
@@ -57,7 +59,7 @@ class Dataset:
     filled: NDArray[np.float64]
     """Base units the execution filled (less than `size` when the books at t + latency were thinner)."""
     lifetime_censored: NDArray[np.bool_]
-    """True where the gap was still open at the horizon or at the end of the recording."""
+    """True where the gap was still open at the horizon or at the end of the recording: a lower bound."""
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -147,6 +149,30 @@ def default_settings(config: RootConfig) -> LabelSettings:
     return LabelSettings(fee_bps={name: venue.taker_fee_bps for name, venue in config.venues.items()})
 
 
+def gas_units(config: RootConfig, kind: str) -> int | None:
+    """Return the gas a trade of `kind` burns as the config's strategies charge it (None: no on-chain leg)."""
+    if kind == "cex_dex" and config.chain is not None:
+        return config.chain.gas_units_per_swap
+    if kind == "dex_dex" and config.strategies.dex_dex is not None:
+        return 2 * config.strategies.dex_dex.gas_units_per_swap  # both swaps, one transaction, as the strategy
+    return None
+
+
+def gas_charge(signal: Signal, units: int) -> GasCharge:
+    """Return the gas of `signal`'s transaction: `units`, with the gas token priced as the signal priced it.
+
+    The signal's `costs.gas` is `units` at its base fee plus tip, times the gas token's price in the quote; so
+    that price is `costs.gas` over the gas in the token. ValueError when the signal assumed no gas price at all.
+    """
+    costs = signal.costs
+    if costs.base_fee_gwei is None:
+        raise ValueError(f"{signal.kind} signal {signal.id} carries no gas price: its gas cannot be labelled")
+    burnt = units * (costs.base_fee_gwei + (costs.priority_fee_gwei or 0.0)) * ETH_PER_GWEI
+    if burnt <= 0.0:
+        raise ValueError(f"{signal.kind} signal {signal.id} assumed a zero gas price: the gas token has no price in it")
+    return GasCharge(units, costs.gas / burnt)
+
+
 class _Collector:
     """The signal sink: keeps the samples of one kind inside the time range, with their windows."""
 
@@ -158,8 +184,10 @@ class _Collector:
         tracker: FeatureTracker,
         labeler: StreamingLabeler,
         now: Callable[[], int],
+        gas_units: int | None = None,
     ) -> None:
         self.kind, self.low, self.high = kind, low, high
+        self.gas_units = gas_units
         self.closed_high = False
         """Whether `high` itself is in range (the last range ends at the recording's end, inclusive)."""
         self.tracker, self.labeler, self.now = tracker, labeler, now
@@ -187,7 +215,8 @@ class _Collector:
                 signal.score,
             )
         )
-        self.labeler.add(key, t, signal.size)
+        gas = gas_charge(signal, self.gas_units) if self.gas_units is not None else None
+        self.labeler.add(key, t, signal.size, gas)
 
 
 def build_dataset(
@@ -205,7 +234,8 @@ def build_dataset(
     inclusive); the whole recording is still replayed (features warm up before A) and labels may look past B
     (executions at t + latency, lifetimes up to the horizon), so the labels of a training range can see into
     the data after it. `settings` None: the config's taker fees. `progress(done_ms, total_ms)` follows the replay in
-    recording time. Only `cex_cex` is labelled yet: its legs are books (on-chain legs need block timing).
+    recording time. Kinds: `SUPPORTED_KINDS` (the legs of cex_dex and dex_dex that are pools execute in blocks, see
+    `bot.model.labels`).
     """
     if kind not in SUPPORTED_KINDS:
         raise ValueError(f"build_dataset labels {', '.join(SUPPORTED_KINDS)} only, not {kind!r}")
@@ -227,6 +257,7 @@ def build_dataset(
         tracker,
         labeler,
         lambda: replayer.clock.now_ms(),
+        gas_units(config, kind),
     )
     collector.closed_high = high_fraction >= 1.0
     replayer = Replayer(config, collector, rejections)
