@@ -101,23 +101,35 @@ def demo(
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="config file (e.g. config/default.yaml)")],
+    roles: Annotated[
+        str | None, typer.Option(help="comma-separated roles to host: signals, risk, paper (default: the config's)")
+    ] = None,
     duration: Annotated[
         float | None, typer.Option(help="stop after this many seconds (default: until signalled)")
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON here on exit")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the config's roles (signals, risk, paper) against its venues (real ones, and local simulated ones)."""
+    """The daemon: the chosen roles against the config's venues, with /healthz, /readyz and /metrics over HTTP,
+    heartbeats on Redis, supervised tasks, and a clean stop on SIGINT/SIGTERM."""
     from bot.demo import run_demo, summary_table, write_summary
+    from bot.observe import ListenError, setup_logging
     from bot.paper.service import PaperError
 
-    _setup_logging(verbose)
     _positive(duration, "--duration")
     cfg = _load(config)
+    if roles is not None:
+        chosen = tuple(part.strip() for part in roles.split(",") if part.strip())
+        try:
+            cfg = RootConfig.model_validate({**cfg.model_dump(), "roles": chosen})
+        except ValueError as exc:
+            raise _fail(f"--roles {roles}: choose from signals, risk, paper ({type(exc).__name__})") from None
+    fmt = cfg.daemon.log_format
+    setup_logging(json=None if fmt == "auto" else fmt == "json", level="INFO" if verbose else "WARNING")
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(run_demo(cfg, duration, console, start_private_redis=False))
-    except (RedisUnavailable, PaperError) as exc:
+        summary = asyncio.run(run_demo(cfg, duration, console, start_private_redis=False, observe=True))
+    except (RedisUnavailable, PaperError, ListenError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:

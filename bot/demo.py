@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
 from bot.chain.configured import ConfiguredChain, start_local_chain
 from bot.config import RootConfig
+from bot.daemon import Observability
 from bot.paper.service import PaperRole, ledger_path
 from bot.risk.forecast_window import spread_forecast
 from bot.risk.service import RiskService
@@ -33,6 +35,8 @@ from bot.tasks import cancel_and_wait
 from bot.venues.base import Fault
 from bot.venues.faults import FaultSchedule
 from bot.venues.local import LocalVenues
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -232,12 +236,18 @@ def _describe_venues(config: RootConfig) -> str:
 
 
 async def _show_progress(
-    role: SignalsRole, downstream: _Downstream, duration_s: float | None, stop: asyncio.Event, console: Console
+    role: SignalsRole | None,
+    downstream: _Downstream,
+    duration_s: float | None,
+    stop: asyncio.Event,
+    console: Console,
 ) -> float:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    table = _LiveTable(role, downstream)
-    live = Live(table.render(0.0, 1.0), console=console, auto_refresh=False) if console.is_terminal else None
+    table = _LiveTable(role, downstream) if role is not None else None
+    live = None
+    if table is not None and console.is_terminal:
+        live = Live(table.render(0.0, 1.0), console=console, auto_refresh=False)
     with live or contextlib.nullcontext():
         while not stop.is_set():
             elapsed = loop.time() - started
@@ -293,20 +303,27 @@ async def run_demo(
     fault_interval_s: float = 5.0,
     start_private_redis: bool = True,
     fresh_ledger: bool = False,
+    observe: bool = False,
+    secrets: Sequence[str] = (),
 ) -> DemoSummary:
     """Run until `duration_s` elapses or SIGINT/SIGTERM; return the summary.
 
-    Local venue servers are started for the config's simulated venues (all of them in the demo);
-    real venues are reached as configured. The risk and paper roles run too when `config.roles` names them;
-    `fresh_ledger` moves an existing paper ledger aside first (`arbbot demo`: one ledger per run).
+    The roles are `config.roles`. With `signals`, local venue servers are started for the config's simulated
+    venues (all of them in the demo) and real venues are reached as configured; the risk and paper roles run
+    when named. `fresh_ledger` moves an existing paper ledger aside first (`arbbot demo`: one ledger per run).
+    `observe` (the daemon, `arbbot run`) adds health and metrics over HTTP and heartbeats (bot.daemon). Stopping
+    takes at most `daemon.stop_timeout_s`: what has not stopped by then is abandoned, and said so.
     """
     summary = DemoSummary()
     url, local_redis = await _resolve_redis(config.redis.url, console, start_private_redis)
     summary.redis_url = redact_url(url)
     summary.redis_started = local_redis is not None
     client = aioredis.from_url(url)
-    venues = LocalVenues(config) if any(v.simulated for v in config.venues.values()) else None
+    hosts_signals = "signals" in config.roles
+    simulated = any(v.simulated for v in config.venues.values())
+    venues = LocalVenues(config) if hosts_signals and simulated else None
     role: SignalsRole | None = None
+    observability = Observability(config, client, secrets) if observe else None
     local_chain: ConfiguredChain | None = None
     chain: ChainEndpoint | None = None
     schedule_task: asyncio.Task[None] | None = None
@@ -320,19 +337,25 @@ async def run_demo(
         if venues is not None:
             await venues.start()
             servers = venues.servers
-        if config.chain is not None and config.chain.local:
+        if hosts_signals and config.chain is not None and config.chain.local:
             local_chain = await start_local_chain(config, venues.simulator if venues else None)
             console.print(local_chain.description)
             chain = local_chain.endpoint
-        role = SignalsRole(
-            config, client, {name: venues.endpoint(name) for name in servers} if venues else None, chain=chain
-        )
+        if hosts_signals:
+            endpoints = {name: venues.endpoint(name) for name in servers} if venues else None
+            role = SignalsRole(config, client, endpoints, chain=chain)
         await _start_downstream(config, client, console, fresh_ledger, downstream)
-        await role.start()
-        console.print(
-            f"arbbot: venues {_describe_venues(config)}; symbols {', '.join(config.symbols)}; "
-            f"signals on {config.redis.prefix}:signal:* at {summary.redis_url}"
-        )
+        if role is not None:
+            await role.start()
+            console.print(
+                f"arbbot: venues {_describe_venues(config)}; symbols {', '.join(config.symbols)}; "
+                f"signals on {config.redis.prefix}:signal:* at {summary.redis_url}"
+            )
+        if observability is not None:
+            _observe(observability, role, downstream)
+            await observability.start()
+            if observability.address is not None:
+                console.print(f"arbbot: /healthz, /readyz and /metrics on http://{observability.address}")
         if faults and venues is not None:
             schedule = FaultSchedule(
                 venues.servers, faults, fault_interval_s, seed=config.simulator.seed if config.simulator else 0
@@ -343,23 +366,53 @@ async def run_demo(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if schedule_task is not None:
-            await cancel_and_wait(schedule_task)
         try:
-            if role is not None:
-                await role.stop()
-                _summarise(role, venues, summary)
-        finally:
-            _summarise_downstream(downstream, summary)
-            await downstream.stop()
-        if local_chain is not None:
-            await local_chain.chain.stop()
-        if venues is not None:
-            await venues.stop()
+            async with asyncio.timeout(config.daemon.stop_timeout_s):
+                await _stop_all(schedule_task, observability, role, venues, downstream, local_chain, summary)
+        except TimeoutError:
+            log.error("stopping took longer than daemon.stop_timeout_s = %.0f s; exiting anyway",
+                      config.daemon.stop_timeout_s)  # fmt: skip
         await client.aclose()
         if local_redis is not None:
             await local_redis.stop()
     return summary
+
+
+def _observe(observability: Observability, role: SignalsRole | None, downstream: _Downstream) -> None:
+    if role is not None:
+        observability.add_signals(role)
+    if downstream.risk is not None:
+        observability.add_risk(downstream.risk)
+    if downstream.paper is not None:
+        observability.add_paper(downstream.paper)
+
+
+async def _stop_all(
+    schedule_task: asyncio.Task[None] | None,
+    observability: Observability | None,
+    role: SignalsRole | None,
+    venues: LocalVenues | None,
+    downstream: _Downstream,
+    local_chain: ConfiguredChain | None,
+    summary: DemoSummary,
+) -> None:
+    """Signals first (feeds closed, publisher flushed), then risk and paper (streams acknowledged, ledger closed),
+    then the local chain and venue servers."""
+    if schedule_task is not None:
+        await cancel_and_wait(schedule_task)
+    if observability is not None:
+        await observability.stop()
+    try:
+        if role is not None:
+            await role.stop()
+            _summarise(role, venues, summary)
+    finally:
+        _summarise_downstream(downstream, summary)
+        await downstream.stop()
+    if local_chain is not None:
+        await local_chain.chain.stop()
+    if venues is not None:
+        await venues.stop()
 
 
 KEEP_LEDGERS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot.messages import Costs, Signal
@@ -25,6 +25,25 @@ async def eventually(
     deadline = loop.time() + timeout
     while True:
         result = predicate()
+        if result:
+            return result
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(message or f"condition not met within {timeout} s")
+        await asyncio.sleep(min(interval, remaining))
+
+
+async def eventually_async(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 10.0,  # noqa: ASYNC109
+    interval: float = 0.05,
+    message: str = "",
+) -> T:
+    """`eventually` for a predicate that must be awaited (an HTTP probe, a Redis read)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await predicate()
         if result:
             return result
         remaining = deadline - loop.time()

@@ -97,6 +97,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("arbbot_model_brier", "gauge", "Mean squared error of score vs outcome over the window.",
               ("kind", "model")),
     # the collector itself
+    MetricDef("arbbot_task_deaths_total", "counter", "Background tasks that died with an error, by task.", ("task",)),
+    MetricDef("arbbot_task_restarts_total", "counter", "Supervised tasks started again after dying.", ("task",)),
     MetricDef("arbbot_metrics_source_errors_total", "counter", "Scrapes at which a metrics source raised.",
               ("source",)),
 )  # fmt: skip

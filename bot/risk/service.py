@@ -101,6 +101,11 @@ class RiskService:
         self._acted_key = self.channels.key(ROLE, "acted")
         self._operator_key = self.channels.key(ROLE, "operator")
 
+    @property
+    def tasks(self) -> TaskSet:
+        """The service's background loops (signals and fills supervised)."""
+        return self._tasks
+
     def _on_market_event(self, event: RemoteEvent) -> None:
         self.engine.on_market_event(event, self.clock.now_ms())
 
