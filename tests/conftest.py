@@ -95,6 +95,8 @@ def subprocess_env(redis_url: str) -> dict[str, str]:
         paths.append(existing)
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["ARBBOT_REDIS_URL"] = redis_url
+    # No HTTP server unless a test asks for one on a free port: two daemons on the default 8787 would collide.
+    env["ARBBOT_HTTP_PORT"] = "0"
     return env
 
 
