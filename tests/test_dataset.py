@@ -58,7 +58,7 @@ class _Log:
 
 def _brute_force(
     recording: Path, config: RootConfig, settings: LabelSettings
-) -> list[tuple[float, float, float, bool]]:
+) -> list[tuple[float, float, float, bool, int]]:
     log = _Log()
     replayer: Replayer
 
@@ -99,7 +99,8 @@ def _brute_force(
             lifetime, censored = float(drops[0] - t), False
         else:
             lifetime, censored = float(min(settings.horizon_ms, log.end - t)), True
-        labels.append((run.pnl, run.edge_bps, lifetime, censored))
+        evaluated = sum(1 for s, _, _ in log.evaluations[key] if s <= seq)  # the signal's own evaluation included
+        labels.append((run.pnl, run.edge_bps, lifetime, censored, evaluated))
     return labels
 
 
@@ -111,6 +112,7 @@ def test_streaming_labels_equal_a_brute_force_labeller(recording: Path, demo: Ro
     assert full.lifetime_ms.tolist() == [row[2] for row in expected]
     assert full.lifetime_censored.tolist() == [row[3] for row in expected]
     assert full.profitable.tolist() == [float(row[0] > 0.0) for row in expected]
+    assert full.real_steps.tolist() == [min(row[4], WINDOW) for row in expected]
     # The demo's venues are volatile and lag each other: both outcomes occur.
     assert 0.05 < full.profitable.mean() < 0.95
 

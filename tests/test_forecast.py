@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.model.forecast import SpreadForecaster, coverage, fit_forecaster
+from bot.model.forecast import SpreadForecaster, coverage, fit_forecaster, without_padding
 
 
 def _ar1_windows(rng: np.random.Generator, n: int, steps: int, mu: float, phi: float, noise: np.ndarray) -> np.ndarray:
@@ -85,3 +85,16 @@ def test_the_intervals_are_calibrated_on_windows_the_mean_path_was_not_fitted_on
     wild = _ar1_windows(rng, 1_000, 24, 0.0, 0.7, rng.normal(0.0, 2.0, (1_000, 24)))
     forecaster = fit_forecaster(np.concatenate([calm, wild]), horizon=4, level=0.9)
     assert coverage(forecaster, wild)["coverage"] == pytest.approx(0.9, abs=0.03)
+
+
+def test_without_padding_blanks_the_steps_before_each_windows_real_ones() -> None:
+    series = np.arange(12.0).reshape(3, 4)
+    blanked = without_padding(series, np.array([4, 1, 2]))
+    np.testing.assert_array_equal(np.isnan(blanked), [[0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(blanked[~np.isnan(blanked)], [0, 1, 2, 3, 7, 10, 11])
+    assert not np.isnan(series).any()  # a copy
+    # Blanked steps are no points of coverage either: only pairs of real steps are measured.
+    forecaster = SpreadForecaster(0.0, 0.5, 0.9, np.full(2, -1.0), np.full(2, 1.0))
+    assert coverage(forecaster, blanked)["points"] == (3 + 0 + 1) + (2 + 0 + 0)
+    with pytest.raises(ValueError, match="real_steps"):
+        without_padding(series, np.array([4, 1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,19 @@ def test_the_books_in_force_at_t_plus_latency_include_one_received_exactly_then(
     after = dataset(tmp_path, opening(book("b", 1_251, *SHUT), book("a", 1_400, *A)))
     assert at.profitable.tolist() == [0.0] and at.lifetime_ms.tolist() == [250.0]
     assert after.profitable.tolist() == [1.0] and after.lifetime_ms.tolist() == [251.0]
+
+
+def test_real_steps_count_the_keys_evaluations_and_the_rest_is_padding(tmp_path: Path) -> None:
+    # b's book at 1,000 is the key's first evaluation, a's at 1,300 its second: windows of 4 hold 1 and 2 real steps,
+    # after padding that repeats the first (whose time since the previous vector is 0).
+    ds = dataset(tmp_path, opening(book("a", 1_300, *A), book("b", 1_900, *SHUT)))
+    assert ds.real_steps.tolist() == [1, 2]
+    since_prev = ds.feature_names.index("since_prev_log")
+    for i, real in enumerate(ds.real_steps):
+        first = 4 - real
+        assert (ds.windows[i, :first] == ds.windows[i, first]).all()
+        assert ds.windows[i, first, since_prev] == 0.0
+    assert ds.windows[1, 3, since_prev] == pytest.approx(math.log1p(300.0))
 
 
 def test_latency_setting_moves_the_execution(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from bot.model.train import (
     EpochReport,
     TrainError,
     TrainSettings,
+    fit_spread_forecaster,
     label_settings,
     lifetimes_before,
     parse_range,
@@ -54,6 +55,7 @@ def synthetic(n: int = 2_000, time: int = 8, features: int = 4, seed: int = 0, i
         fingerprint="synthetic",
         filled=np.ones(n),
         lifetime_censored=np.zeros(n, dtype=bool),
+        real_steps=np.full(n, time, dtype=np.int64),
     )
 
 
@@ -178,3 +180,29 @@ def test_a_censored_lifetime_trains_as_a_lower_bound() -> None:
     assert result.model.meta["training"]["train_censored_lifetimes"] > 500
     lifetime = predict(result.model, dataset.windows)["lifetime_ms"]
     assert float(np.median(lifetime)) > 1_000.0
+
+
+def test_padded_window_steps_do_not_enter_the_forecaster_fit() -> None:
+    # AR(1) paths; some windows start late (their key had fewer updates) and are left-padded with their oldest
+    # value, as the feature tracker pads. Whatever the padding holds, the fit is the same once it is left out.
+    rng = np.random.default_rng(2)
+    n, steps = 400, 12
+    series = np.empty((n, steps))
+    series[:, 0] = rng.normal(3.0, 2.0, n)
+    for t in range(1, steps):
+        series[:, t] = 3.0 + 0.6 * (series[:, t - 1] - 3.0) + rng.normal(0.0, 1.0, n)
+    real = np.where(rng.random(n) < 0.5, rng.integers(2, steps, n), steps)
+    padded = series.copy()
+    other = series.copy()
+    for i, count in enumerate(real):
+        padded[i, : steps - count] = series[i, steps - count]  # the tracker's padding
+        other[i, : steps - count] = 50.0  # anything else
+    names = ["net_edge_bps"]
+    fits = [fit_spread_forecaster(names, windows[:, :, None], real) for windows in (padded, other)]
+    assert fits[0] is not None and fits[1] is not None
+    assert (fits[0].mu, fits[0].phi) == (fits[1].mu, fits[1].phi)
+    np.testing.assert_array_equal(fits[0].error_upper, fits[1].error_upper)
+    assert fits[0].phi == pytest.approx(0.6, abs=0.05) and fits[0].mu == pytest.approx(3.0, abs=0.3)
+    # Counted as steps, the padding's repeats pull phi towards 1 (a padded step "predicts" itself exactly).
+    naive = fit_spread_forecaster(names, padded[:, :, None])
+    assert naive is not None and naive.phi > fits[0].phi + 0.05

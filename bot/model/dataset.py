@@ -27,7 +27,7 @@ from bot.model.labels import GasCharge, LabelSettings, StreamingLabeler
 from bot.recording import RecordingError, merge_events, read_lines, time_key
 from bot.rejections import RejectionCounter
 from bot.replay import Replayer
-from strategies.base import OpportunityKey
+from strategies.base import Evaluation, OpportunityKey
 from strategies.gas import ETH_PER_GWEI
 
 SUPPORTED_KINDS = ("cex_cex", "cex_dex", "dex_dex")
@@ -60,6 +60,9 @@ class Dataset:
     """Base units the execution filled (less than `size` when the books at t + latency were thinner)."""
     lifetime_censored: NDArray[np.bool_]
     """True where the gap was still open at the horizon or at the end of the recording: a lower bound."""
+    real_steps: NDArray[np.int64]
+    """(N,) how many of the window's steps are the key's own: the first T - real_steps are padding (copies of the
+    oldest step, the key had fewer than T evaluations)."""
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -106,6 +109,7 @@ _PER_SAMPLE = (
     "lifetime_ms",
     "filled",
     "lifetime_censored",
+    "real_steps",
 )
 
 
@@ -194,6 +198,16 @@ class _Collector:
         self.windows: list[NDArray[np.float32]] = []
         self.ts: list[int] = []
         self.signals: list[tuple[OpportunityKey, str, str, float, float, float, float]] = []
+        self.real_steps: list[int] = []
+        self._evaluated: dict[OpportunityKey, int] = {}
+
+    def on_evaluations(self, batch: Sequence[Evaluation]) -> None:
+        """Count the evaluations of each key of the kind: the tracker appends one step per evaluation."""
+        evaluated, kind = self._evaluated, self.kind
+        for ev in batch:
+            if ev.kind == kind:
+                key = (ev.kind, ev.symbol, ev.buy_venue, ev.sell_venue)
+                evaluated[key] = evaluated.get(key, 0) + 1
 
     def __call__(self, signal: Signal) -> None:
         if signal.kind != self.kind or signal.status == "closed":
@@ -203,6 +217,7 @@ class _Collector:
             return
         key = (signal.kind, signal.symbol, signal.buy_venue, signal.sell_venue)
         self.windows.append(self.tracker.windows([key])[0])
+        self.real_steps.append(min(self._evaluated.get(key, 0), self.tracker.window))
         self.ts.append(t)
         self.signals.append(
             (
@@ -266,6 +281,7 @@ def build_dataset(
     engine.add_market_listener(labeler.on_market_event)
     engine.add_evaluation_listener(tracker.on_evaluations)
     engine.add_evaluation_listener(labeler.on_evaluations)
+    engine.add_evaluation_listener(collector.on_evaluations)
     for count, event in enumerate(merge_events(files, rejections), 1):
         now = time_key(event)
         labeler.advance(now)
@@ -324,4 +340,5 @@ def _assemble(
         fingerprint=fingerprint,
         filled=np.array([e.filled for e in executions if e is not None], dtype=np.float64),
         lifetime_censored=np.array([label.lifetime_censored for label in labeler.labels], dtype=np.bool_),
+        real_steps=np.array(collector.real_steps, dtype=np.int64),
     )

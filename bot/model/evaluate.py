@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.model.file import ModelFile
-from bot.model.forecast import SpreadForecaster, coverage
+from bot.model.forecast import SpreadForecaster, coverage, without_padding
 from bot.model.metrics import PnlResult, PnlSimulator, calibration_curve, classification_metrics
 from bot.model.train import scorer_outputs
 
@@ -130,7 +130,7 @@ def _forecast_coverage(model: ModelFile, dataset: Dataset) -> dict[str, Any] | N
     except KeyError:
         return None
     series = np.asarray(dataset.windows[:, :, names.index("net_edge_bps")], dtype=np.float64)
-    return coverage(forecaster, series)
+    return coverage(forecaster, without_padding(series, dataset.real_steps))
 
 
 def write_plot(

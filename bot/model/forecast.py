@@ -7,7 +7,8 @@ errors on the later half, so their coverage holds whatever the errors' distribut
 held-out data resemble the training data; `coverage` measures it on held-out windows.
 
 Steps are the key's updates, not fixed time: the risk service turns steps into time with the key's
-recent update interval.
+recent update interval. A window left-padded before its key had T updates repeats its oldest value there:
+`without_padding` blanks those steps (NaN), which the fit and `coverage` leave out like any missing value.
 """
 
 from __future__ import annotations
@@ -80,6 +81,18 @@ def _clean(series: Array) -> Array:
     if series.ndim != 2:
         raise ValueError(f"series must be (windows, steps), got shape {series.shape}")
     return series
+
+
+def without_padding(series: Array, real_steps: Array) -> NDArray[np.float64]:
+    """Return a copy of `series` (windows, steps) with each window's padding, the steps before its last
+    `real_steps[i]`, set to NaN."""
+    series = _clean(series)
+    real = np.asarray(real_steps)
+    if real.shape != series.shape[:1]:
+        raise ValueError(f"real_steps must have shape ({series.shape[0]},), got {real.shape}")
+    steps = series.shape[1]
+    padded = np.arange(steps)[None, :] < (steps - real[:, None])
+    return np.where(padded, np.nan, series)
 
 
 def _errors(series: Array, mu: float, phi: float, h: int) -> Array:

@@ -13,8 +13,9 @@ Choices, so that they can be argued with:
   (median / IQR), so all three heads train at unit scale. A censored lifetime (still open at the horizon, the end
   of the data or the validation start) is a lower bound: no loss once the prediction reaches it.
 - Early stopping on the validation cross-entropy of p_profitable, keeping the best epoch's weights.
-- The spread-path forecaster (bot/model/forecast.py) is fitted on the training windows' raw net edge and stored
-  with the baselines, for the risk/timing service; `evaluate` measures its intervals' coverage.
+- The spread-path forecaster (bot/model/forecast.py) is fitted on the training windows' raw net edge (their
+  padding left out) and stored with the baselines, for the risk/timing service; `evaluate` measures its intervals'
+  coverage.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from numpy.typing import NDArray
 from bot.config import RootConfig
 from bot.model.baselines import LogisticModel, fit_logistic, naive_scores
 from bot.model.file import ModelFile, save_model
-from bot.model.forecast import SpreadForecaster, fit_forecaster
+from bot.model.forecast import SpreadForecaster, fit_forecaster, without_padding
 from bot.model.heads import HEAD_NAMES, Heads, last_step_grad
 from bot.model.labels import LabelSettings
 from bot.model.lstm import LSTM
@@ -428,7 +429,7 @@ def train_model(
         warnings.append(f"{len(shared)} opportunities stay open across the train/validation gap; validation uses them")
     meta["training"]["val_shares_opportunities"] = bool(shared)
     meta["training"]["warnings"] = warnings
-    forecaster = fit_spread_forecaster(dataset.feature_names, windows)
+    forecaster = fit_spread_forecaster(dataset.feature_names, windows, train.real_steps)
     baselines = {**logistic.to_arrays(), **(forecaster.to_arrays() if forecaster is not None else {})}
     model = ModelFile(lstm, heads, meta, baselines)
     scores = scorer_outputs(model, val)
@@ -440,13 +441,21 @@ def train_model(
     return TrainResult(model, history, len(train_idx), len(val_idx), warnings)
 
 
-def fit_spread_forecaster(feature_names: Sequence[str], windows: Array) -> SpreadForecaster | None:
-    """Fit the spread-path forecaster on the training windows' net edge, if the features carry it."""
+def fit_spread_forecaster(
+    feature_names: Sequence[str], windows: Array, real_steps: Array | None = None
+) -> SpreadForecaster | None:
+    """Fit the spread-path forecaster on the training windows' net edge, if the features carry it and the windows
+    hold enough of it; `real_steps` (`Dataset.real_steps`) leaves each window's padding out."""
     if NET_EDGE_FEATURE not in feature_names or windows.shape[1] < 2:
         return None
     series = np.asarray(windows[:, :, list(feature_names).index(NET_EDGE_FEATURE)], dtype=np.float64)
     horizon = min(FORECAST_HORIZON, windows.shape[1] - 1)  # a window of T steps shows at most T - 1 ahead
-    return fit_forecaster(series, horizon=horizon, level=FORECAST_LEVEL)
+    if real_steps is not None:
+        series = without_padding(series, real_steps)
+    try:
+        return fit_forecaster(series, horizon=horizon, level=FORECAST_LEVEL)
+    except ValueError:
+        return None  # too few windows or real steps to fit one: the model file goes without a forecaster
 
 
 def write_model(result: TrainResult, path: Path) -> None:
