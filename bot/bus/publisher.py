@@ -65,6 +65,18 @@ def _symbol_of(message: Decision | Fill) -> str:
     return message.symbol
 
 
+async def publish_and_append(
+    client: aioredis.Redis, channel: str, stream: str | None, payload: bytes, stream_maxlen: int
+) -> None:
+    """PUBLISH `payload` on `channel` and XADD it (field `data`) to `stream` capped near `stream_maxlen` (None:
+    pub/sub only), in one round trip; RedisError as Redis raises it."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.publish(channel, payload)
+        if stream is not None:
+            pipe.xadd(stream, {"data": payload}, maxlen=stream_maxlen, approximate=True)
+        await pipe.execute()
+
+
 @dataclass(slots=True)
 class PublisherStats:
     """What the publisher did."""
@@ -147,11 +159,7 @@ class Publisher(Generic[M]):
         attempt = 0
         while True:
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.publish(channel, payload)
-                    if stream is not None:
-                        pipe.xadd(stream, {"data": payload}, maxlen=self._maxlen, approximate=True)
-                    await pipe.execute()
+                await publish_and_append(self._client, channel, stream, payload, self._maxlen)
             except RedisError as exc:
                 self.stats.redis_errors += 1
                 delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
