@@ -265,11 +265,14 @@ async def _show_progress(
 
 
 async def _forget_pending_decisions(client: aioredis.Redis, config: RootConfig) -> None:
-    """Drop the paper consumer's pending decisions left by an earlier run (stopped mid-batch): they belong to the
-    ledger just moved aside, and each would wait for a book that never comes before this run's books flow."""
+    """Drop the paper consumer's pending decisions left by an earlier run (stopped mid-batch), and skip the group
+    past the decisions it never read: they belong to the ledger just moved aside, and each would wait for a book
+    that never comes before this run's books flow. The fresh ledger starts with this run's decisions only."""
     paper = config.paper
-    with contextlib.suppress(ResponseError):  # no stream or no group yet: nothing pending
-        await client.xgroup_delconsumer(Channels(config.redis.prefix).decision_stream(), paper.group, paper.consumer)
+    stream = Channels(config.redis.prefix).decision_stream()
+    with contextlib.suppress(ResponseError):  # no stream or no group yet: nothing pending, nothing unread
+        await client.xgroup_delconsumer(stream, paper.group, paper.consumer)
+        await client.xgroup_setid(stream, paper.group, "$")
 
 
 async def _start_downstream(
