@@ -19,8 +19,8 @@ from bot.bus.channels import Channels
 from bot.bus.codec import decode_message, encode
 from bot.events import BookEvent, GasEvent, PoolEvent
 from bot.messages import Decision, Fill
-from bot.paper.executor import Executor, fill_id
-from bot.paper.ledger import Ledger
+from bot.paper.executor import Executor, fill_id, unwind_fill, unwind_fill_id
+from bot.paper.ledger import Ledger, StoredFill
 from bot.paper.market import MarketHistory
 from bot.paper.settings import PaperConfig
 from bot.paper.trader import PaperTrader
@@ -166,7 +166,8 @@ async def test_a_swap_on_a_moved_pool_reverts_pays_gas_and_leaves_the_cex_leg_op
     assert (pool_leg.leg.status, pool_leg.leg.reason, pool_leg.account) == ("reverted", "tolerance", "ethereum")
     gas = 110_000 * 22.0 * 1e-9  # min(max fee 30, base 20 + tip 2) gwei
     assert pool_leg.leg.gas_native == pytest.approx(gas)
-    assert pool_leg.reference_price == pytest.approx(2100.0)
+    assert pool_leg.reference_price == pytest.approx(2100.0 / 0.997)  # the zero-size buy price, fee included
+    assert pool_leg.gas_quote == pytest.approx(gas * 2001.5) and not pool_leg.gas_unpriced
     assert fill.legs[0].fee == pytest.approx(gas * 2001.5)  # gas valued at the ETH/USDT mid
     assert execution.position is not None and execution.position.quantity == pytest.approx(-1.0)
     assert ledger.record(execution)
@@ -398,3 +399,130 @@ async def test_a_ledger_that_cannot_write_leaves_the_decision_pending_until_it_c
         await client.delete(rig.channels.decision_stream(), rig.channels.fill_stream())
         await client.aclose()
         ledger.close()
+
+
+# ---------------------------------------------------------------- unwinds reach the fill stream
+
+
+async def _messages(pubsub: Any, count: int, timeout_s: float = 10.0) -> list[Fill]:
+    """The first `count` Fills on a subscribed channel, waiting at most `timeout_s` in all."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    out: list[Fill] = []
+    while len(out) < count:
+        assert loop.time() < deadline, f"only {len(out)} fills reached the channel"
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            fill = decode_message(message["data"], "fill")
+            assert isinstance(fill, Fill)
+            out.append(fill)
+    return out
+
+
+def _eth_rig(client: aioredis.Redis, ledger: Ledger, **config: Any) -> _Rig:
+    """A rig whose ETH/USDT decisions fill the buy on alpha and miss the sell (beta has no ETH book)."""
+    rig = _Rig(client, f"arbtest{uuid.uuid4().hex[:8]}", ledger, unwind="reverse", unwind_after_ms=1_000, **config)
+    rig.market.on_event(_book("alpha", TS + 120, ((1999.0, 5.0),), ((2000.0, 5.0),), symbol="ETH/USDT"))
+    return rig
+
+
+_ETH = {"symbol": "ETH/USDT", "buy_price": 2000.0, "sell_price": 2010.0, "size": 1.0}
+
+
+async def test_each_unwind_trade_publishes_a_fill_of_the_decision_on_the_channel_and_the_stream(
+    redis_url: str, ledger: Ledger
+) -> None:
+    client = aioredis.from_url(redis_url)
+    rig = _eth_rig(client, ledger)
+    # The reversal sells 0.4 at the first book after fill time + 1 s, the remaining 0.6 at the next one.
+    rig.market.on_event(_book("alpha", TS + 1_500, ((1995.0, 0.4),), ((1996.0, 5.0),), symbol="ETH/USDT"))
+    rig.market.on_event(_book("alpha", TS + 1_600, ((1997.0, 5.0),), ((1998.0, 5.0),), symbol="ETH/USDT"))
+    pubsub = client.pubsub()
+    decision = _decision(**_ETH)
+    try:
+        await pubsub.subscribe(rig.channels.fill("ETH/USDT"))
+        await client.xgroup_create(rig.channels.decision_stream(), "paper", id="0", mkstream=True)
+        await rig.add(encode(decision))
+        rig.start()
+        await eventually(lambda: ledger.positions() and ledger.positions()[0]["status"] == "unwound")
+        await eventually(lambda: rig.trader.stats.published == 3, message=str(rig.trader.stats))
+        fills = await rig.fills()
+        live = await _messages(pubsub, 3)
+    finally:
+        await pubsub.aclose()
+        await rig.stop()
+        await client.delete(rig.channels.decision_stream(), rig.channels.fill_stream())
+        await client.aclose()
+    assert live == fills
+    trade, first, second = fills
+    assert trade.id == fill_id(decision.id) and trade.status == "partial"
+    assert [first.id, second.id] == [unwind_fill_id(decision.id, 1), unwind_fill_id(decision.id, 2)]
+    assert len({trade.id, first.id, second.id}) == 3
+    assert {first.decision_id, second.decision_id} == {decision.id}
+    assert (first.status, first.ts, second.status, second.ts) == ("partial", TS + 1_500, "filled", TS + 1_600)
+    legs = [(leg.venue, leg.side, leg.size, leg.price) for fill in (first, second) for leg in fill.legs]
+    assert legs == [("alpha", "sell", 0.4, 1995.0), ("alpha", "sell", pytest.approx(0.6), pytest.approx(1997.0))]
+    assert first.legs[0].fee == pytest.approx(0.4 * 1995.0 * 0.001)
+    assert first.realised_pnl == pytest.approx(0.4 * (1995.0 - 2000.0) - 0.4 * 1995.0 * 0.001)
+    assert second.realised_pnl == pytest.approx(0.6 * (1997.0 - 2000.0) - 0.6 * 1997.0 * 0.001)
+    assert ledger.positions()[0]["unwind_pnl"] == pytest.approx(first.realised_pnl + second.realised_pnl)
+    assert ledger.unpublished_fills() == []
+
+
+async def test_a_fill_redis_will_not_take_still_unwinds_from_the_ledger_and_is_published_once_redis_does(
+    redis_url: str, ledger: Ledger
+) -> None:
+    client = aioredis.from_url(redis_url)
+    rig = _eth_rig(client, ledger)
+    rig.market.on_event(_book("alpha", TS + 1_500, ((1995.0, 5.0),), ((1996.0, 5.0),), symbol="ETH/USDT"))
+    decision = _decision(**_ETH)
+    fill_stream = rig.channels.fill_stream()
+    try:
+        await client.xgroup_create(rig.channels.decision_stream(), "paper", id="0", mkstream=True)
+        await client.set(fill_stream, b"not a stream")  # every XADD of a Fill fails after the ledger commit
+        await rig.add(encode(decision))
+        rig.start()
+        await eventually(lambda: ledger.has(decision.id))
+        await eventually(lambda: not ledger.open_positions(), message="the unwind waited for the Fill's publish")
+        assert rig.trader.stats.redis_errors >= 1
+        assert await rig.pending() == 1, "a decision whose Fill was not published must stay pending"
+        await client.delete(fill_stream)
+        await eventually(lambda: rig.trader.stats.acked == 1, message=str(rig.trader.stats))
+        assert await rig.pending() == 0
+        await eventually(lambda: not ledger.unpublished_fills())
+        fills = await rig.fills()
+    finally:
+        await rig.stop()
+        await client.delete(rig.channels.decision_stream(), fill_stream)
+        await client.aclose()
+    assert {fill.id for fill in fills} == {fill_id(decision.id), unwind_fill_id(decision.id, 1)}
+    assert rig.trader.stats.unwinds == 1  # the re-delivery did not unwind again
+    assert len([leg for leg in ledger.legs() if leg["role"] == "unwind"]) == 1
+    assert ledger.balances()["alpha"]["ETH"] == pytest.approx(0.0)
+
+
+async def test_an_unwind_fill_a_crash_left_unpublished_is_published_at_the_next_start(
+    redis_url: str, ledger: Ledger
+) -> None:
+    client = aioredis.from_url(redis_url)
+    rig = _eth_rig(client, ledger)
+    executor = Executor(rig.market, rig.config, FEES)
+    execution, _ = await executor.execute(_decision(**_ETH))
+    position = execution.position
+    assert position is not None and ledger.record(execution)
+    rig.market.on_event(_book("alpha", TS + 1_500, ((1995.0, 5.0),), ((1996.0, 5.0),), symbol="ETH/USDT"))
+    done = await executor.unwind(position, TS + 1_120)
+    assert done is not None
+    fill = unwind_fill(position, done, 1)
+    stored = StoredFill(fill.id, position.decision_id, 1, "ETH/USDT", encode(fill))
+    assert ledger.unwind(position, (done.leg,), done.pnl, done.remaining, done.ts, stored)  # then the crash
+    try:
+        rig.start()
+        await eventually(lambda: rig.trader.ready.is_set())
+        assert [entry.id for entry in await rig.fills()] == [unwind_fill_id(position.decision_id, 1)]
+        assert ledger.unpublished_fills() == []
+        assert rig.trader.stats.published == 1
+    finally:
+        await rig.stop()
+        await client.delete(rig.channels.decision_stream(), rig.channels.fill_stream())
+        await client.aclose()

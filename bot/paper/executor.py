@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,16 +12,19 @@ from bot.messages import Decision, Fill, FillLeg
 from bot.paper.fills import (
     GasPlan,
     LegResult,
+    LegStatus,
     Side,
     gas_native,
     gas_price_gwei,
     missed,
+    pool_reference_price,
     swap,
     walk_book,
 )
-from bot.paper.ledger import DecisionStatus, Execution, LegRecord, OpenPosition
-from bot.paper.market import MarketHistory, is_pool_venue, local_ts
+from bot.paper.ledger import Balances, DecisionStatus, Execution, LegRecord, OpenPosition
+from bot.paper.market import MarketHistory, local_ts
 from bot.paper.settings import PaperConfig
+from bot.risk.window import is_on_chain
 
 _FILL_NAMESPACE = uuid.UUID("6f1c3c52-8d7e-4f0a-9a55-2b3f7f7f4a10")
 
@@ -28,6 +32,12 @@ _FILL_NAMESPACE = uuid.UUID("6f1c3c52-8d7e-4f0a-9a55-2b3f7f7f4a10")
 def fill_id(decision_id: str) -> str:
     """The Fill id of a decision: the same on every run, so a Fill published twice is dropped by id."""
     return uuid.uuid5(_FILL_NAMESPACE, decision_id).hex
+
+
+def unwind_fill_id(decision_id: str, step: int) -> str:
+    """The Fill id of a decision's `step`-th unwind trade (from 1): the same on every run, distinct from the
+    decision's own Fill and from every other step."""
+    return uuid.uuid5(_FILL_NAMESPACE, f"{decision_id}:unwind:{step}").hex
 
 
 class Rejected(ValueError):
@@ -43,22 +53,62 @@ class Leg:
     """A filled (or not) leg with its accounting: where its balances live and what it was measured against."""
 
     record: LegRecord
-    gas_quote: float
     planned_price: float | None
 
     @property
     def result(self) -> LegResult:
         return self.record.leg
 
+    @property
+    def gas_quote(self) -> float:
+        """Gas in quote units (0.0 when none was paid, or when nothing priced it: see `LegRecord.gas_unpriced`)."""
+        return self.record.gas_quote or 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class Unwind:
-    """One unwind attempt that traded: its leg, the PnL it realised and the base still open after it."""
+    """One unwind attempt that cost something: its leg (traded, or a reverted swap that paid gas), the PnL it
+    realised and the base still open after it."""
 
     leg: LegRecord
     pnl: float
     remaining: float
     ts: int
+
+
+def unwind_fill(position: OpenPosition, done: Unwind, step: int) -> Fill:
+    """The Fill of an unwind trade: the original decision's id, `filled` / `partial` (or `reverted`: gas only)."""
+    leg = done.leg.leg
+    status: LegStatus = "reverted" if leg.size <= 0.0 else ("filled" if leg.status == "filled" else "partial")
+    price = leg.price or done.leg.reference_price or position.entry_price
+    fee = leg.fee + (done.leg.gas_quote or 0.0)
+    return Fill(
+        id=unwind_fill_id(position.decision_id, step), ts=done.ts, decision_id=position.decision_id,
+        legs=(FillLeg(venue=leg.venue, side=leg.side, price=price, size=leg.size, fee=fee),),
+        realised_pnl=done.pnl, status=status, symbol=position.symbol,
+    )  # fmt: skip
+
+
+class _Funds:
+    """What each account may still spend on one decision (`enforce_balances`): its balance less what the legs
+    before took (the legs of a decision are simultaneous, so one leg's proceeds do not fund another)."""
+
+    def __init__(self, balances: Balances | None) -> None:
+        self._left: dict[tuple[str, str], float] | None = None
+        if balances is not None:
+            self._left = {(acct, asset): amount for acct, held in balances.items() for asset, amount in held.items()}
+
+    def take(self, record: LegRecord) -> bool:
+        """Reserve what `record` spends; False (and nothing reserved) when its account lacks any of it."""
+        if self._left is None:
+            return True
+        spends = record.spends
+        left = self._left
+        if any(left.get((record.account, a), 0.0) < amount * (1.0 - 1e-12) for a, amount in spends.items()):
+            return False
+        for asset, amount in spends.items():
+            left[(record.account, asset)] = left.get((record.account, asset), 0.0) - amount
+        return True
 
 
 def _split(symbol: str) -> tuple[str, str]:
@@ -85,11 +135,16 @@ class Executor:
             raise Rejected("missing_route", f"decision {decision.id} names no symbol or venues")
         _split(decision.symbol)
         for venue in (decision.buy_venue, decision.sell_venue):
-            if venue not in self._fee and not is_pool_venue(venue):
+            if venue not in self._fee and not is_on_chain(venue):
                 raise Rejected("unknown_venue", venue)
 
-    async def execute(self, decision: Decision, entry_id: str | None = None) -> tuple[Execution, Fill | None]:
-        """Simulate a decision; the Execution to record and the Fill to publish (None for a skip)."""
+    async def execute(
+        self, decision: Decision, entry_id: str | None = None, balances: Balances | None = None
+    ) -> tuple[Execution, Fill | None]:
+        """Simulate a decision; the Execution to record and the Fill to publish (None for a skip).
+
+        `balances` (the ledger's, now) is needed with `enforce_balances`: a leg its account cannot pay misses.
+        """
         self.check(decision)
         if decision.action != "execute":
             skipped = Execution(
@@ -98,13 +153,21 @@ class Executor:
             )  # fmt: skip
             return skipped, None
         assert decision.symbol is not None and decision.buy_venue is not None and decision.sell_venue is not None
-        buy = await self._leg(decision, decision.buy_venue, "buy", decision.buy_price)
-        sell = await self._leg(decision, decision.sell_venue, "sell", decision.sell_price)
-        both_swaps = is_pool_venue(buy.result.venue) and is_pool_venue(sell.result.venue)
+        funds = self._funds(balances)
+        buy = await self._leg(decision, decision.buy_venue, "buy", decision.buy_price, funds)
+        sell = await self._leg(decision, decision.sell_venue, "sell", decision.sell_price, funds)
+        both_swaps = is_on_chain(buy.result.venue) and is_on_chain(sell.result.venue)
         if both_swaps and "reverted" in (buy.result.status, sell.result.status):
             # Both swaps of a dex_dex trade are one transaction: either reverts, both do.
             buy, sell = _atomic(buy), _atomic(sell)
         return self._settle(decision, buy, sell, entry_id)
+
+    def _funds(self, balances: Balances | None) -> _Funds:
+        if not self._config.enforce_balances:
+            return _Funds(None)
+        if balances is None:
+            raise ValueError("paper.enforce_balances is on but the executor was given no balances")
+        return _Funds(balances)
 
     def _settle(self, decision: Decision, buy: Leg, sell: Leg, entry_id: str | None) -> tuple[Execution, Fill]:
         b, s = buy.result, sell.result
@@ -161,9 +224,17 @@ class Executor:
     def _late(self, decision: Decision, market_ts: int) -> bool:
         return self._config.respect_deadline and market_ts > decision.window.deadline_ts
 
-    async def _leg(self, decision: Decision, venue: str, side: Side, planned: float | None) -> Leg:
+    async def _leg(self, decision: Decision, venue: str, side: Side, planned: float | None, funds: _Funds) -> Leg:
+        leg = await self._simulate_leg(decision, venue, side, planned)
+        if funds.take(leg.record):
+            return leg
+        r = leg.result
+        short = missed(r.venue, r.side, r.requested, r.market_ts, "insufficient_balance")
+        return Leg(dataclasses.replace(leg.record, leg=short, gas_quote=0.0), planned)
+
+    async def _simulate_leg(self, decision: Decision, venue: str, side: Side, planned: float | None) -> Leg:
         assert decision.symbol is not None
-        if is_pool_venue(venue):
+        if is_on_chain(venue):
             return await self._pool_leg(decision, venue, side, planned)
         base, quote = _split(decision.symbol)
         ts = self._exec_ts(decision, venue)
@@ -172,7 +243,7 @@ class Executor:
             lambda: self._market.book_at_or_after(venue, decision.symbol or "", ts), self._wait_s, ts
         )
         if book is None:
-            return Leg(record, 0.0, planned)
+            return Leg(record, planned)
         reference = book.best_ask if side == "buy" else book.best_bid
         limit = None
         # The limit bounds each level taken, so it starts from the worst level risk walked, not from the
@@ -188,7 +259,7 @@ class Executor:
             levels = book.asks if side == "buy" else book.bids
             result = walk_book(venue, side, levels, decision.size, self._fee[venue], book.ts, limit)
         predicted = decision.slippage_bps.buy if side == "buy" else decision.slippage_bps.sell
-        return Leg(LegRecord(result, venue, base, quote, None, reference, predicted), 0.0, planned)
+        return Leg(LegRecord(result, venue, base, quote, None, reference, predicted), planned)
 
     async def _pool_leg(self, decision: Decision, venue: str, side: Side, planned: float | None) -> Leg:
         assert decision.symbol is not None
@@ -197,14 +268,14 @@ class Executor:
         latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s, decision.ts)
         if latest is None:
             result = missed(venue, side, decision.size, decision.ts, "no_pool")
-            return Leg(LegRecord(result, venue, base, quote), 0.0, planned)
+            return Leg(LegRecord(result, venue, base, quote), planned)
         ts = self._exec_ts(decision, latest.chain)
         target = decision.gas.target_block if decision.gas is not None else None
         block = await self._market.wait_for(lambda: self._market.block_for(venue, ts, target), self._wait_s, ts)
         predicted = decision.slippage_bps.buy if side == "buy" else decision.slippage_bps.sell
         if block is None:
             result = missed(venue, side, decision.size, ts, "no_block")
-            return Leg(LegRecord(result, latest.chain, base, quote, native, None, predicted), 0.0, planned)
+            return Leg(LegRecord(result, latest.chain, base, quote, native, None, predicted), planned)
         plan = GasPlan(decision.gas.max_fee_gwei, decision.gas.priority_fee_gwei) if decision.gas else None
         price_gwei = gas_price_gwei(block.gas, plan)
         if self._late(decision, block.gas.ts):
@@ -218,25 +289,41 @@ class Executor:
                 limit = planned * (1.0 + slack) if side == "buy" else planned * (1.0 - slack)
             paid = gas_native(self._config.gas_units_per_swap, price_gwei)
             result = swap(venue, side, block.pool, decision.size, paid, block.gas.ts, limit)
-        record = LegRecord(result, block.pool.chain, base, quote, native, block.pool.price, predicted)
-        return Leg(record, self._gas_quote(result.gas_native, quote), planned)
+        reference = pool_reference_price(block.pool, side)
+        gas = self._gas_quote(result.gas_native, quote)
+        return Leg(LegRecord(result, block.pool.chain, base, quote, native, reference, predicted, gas), planned)
 
-    def _gas_quote(self, native_amount: float, quote: str) -> float:
+    def native_price(self, quote: str) -> float | None:
+        """The native asset's price in `quote`: a book's mid or a pool's price of `{native}/{quote}` (or of the
+        inverse pair), else `native_price_fallback[quote]`; None when nothing prices it."""
+        native = self._config.native_asset
+        if quote == native:
+            return 1.0
+        price = self._market.mid_price(f"{native}/{quote}")
+        if price is None and (inverse := self._market.mid_price(f"{quote}/{native}")):
+            price = 1.0 / inverse
+        return price if price is not None else self._config.native_price_fallback.get(quote)
+
+    def _gas_quote(self, native_amount: float, quote: str) -> float | None:
+        """Gas in quote units; None when gas was paid that nothing prices (recorded as unpriced, not as free)."""
         if native_amount == 0.0:
             return 0.0
-        price = self._market.mid_price(f"{self._config.native_asset}/{quote}")
-        return native_amount * price if price is not None else 0.0
+        price = self.native_price(quote)
+        return native_amount * price if price is not None else None
 
-    async def unwind(self, position: OpenPosition, not_before_ts: int) -> Unwind | None:
+    async def unwind(
+        self, position: OpenPosition, not_before_ts: int, balances: Balances | None = None
+    ) -> Unwind | None:
         """Trade an open position back at market on its unwind venue, at the first book at or after
-        `not_before_ts`; None when nothing traded (no book in time, an empty book, a reverted swap)."""
+        `not_before_ts`; None when nothing was spent (no book in time, an empty book, an account that cannot pay
+        with `enforce_balances`). A swap that reverts is returned: it traded nothing but paid gas."""
         venue = position.unwind_venue
         if venue is None:
             return None
         side: Side = "sell" if position.quantity > 0 else "buy"
         size = abs(position.quantity)
         base, quote = _split(position.symbol)
-        if is_pool_venue(venue):
+        if is_on_chain(venue):
             latest = await self._market.wait_for(lambda: self._market.latest_pool(venue), self._wait_s, not_before_ts)
             block = None
             if latest is not None:
@@ -247,7 +334,9 @@ class Executor:
                 return None
             paid = gas_native(self._config.gas_units_per_swap, gas_price_gwei(block.gas, None) or 0.0)
             result = swap(venue, side, block.pool, size, paid, block.gas.ts)
-            record = LegRecord(result, latest.chain, base, quote, self._config.native_asset, block.pool.price)
+            reference = pool_reference_price(block.pool, side)
+            gas = self._gas_quote(result.gas_native, quote)
+            record = LegRecord(result, latest.chain, base, quote, self._config.native_asset, reference, None, gas)
         else:
             book = await self._market.wait_for(
                 lambda: self._market.book_at_or_after(venue, position.symbol, not_before_ts),
@@ -259,11 +348,10 @@ class Executor:
             levels = book.bids if side == "sell" else book.asks
             result = walk_book(venue, side, levels, size, self._fee.get(venue, 0.0), book.ts)
             record = LegRecord(result, venue, base, quote, None, levels[0][0])
-        if result.size <= 0.0:
+        if (result.size <= 0.0 and result.gas_native <= 0.0) or not self._funds(balances).take(record):
             return None
         sign = 1.0 if position.quantity > 0 else -1.0
-        pnl = sign * result.size * (result.price - position.entry_price) - result.fee
-        pnl -= self._gas_quote(result.gas_native, quote)
+        pnl = sign * result.size * (result.price - position.entry_price) - result.fee - (record.gas_quote or 0.0)
         return Unwind(record, pnl, position.quantity - sign * result.size, result.market_ts)
 
 
@@ -273,8 +361,4 @@ def _atomic(leg: Leg) -> Leg:
     if r.status != "filled":
         return leg
     undone = LegResult(r.venue, r.side, r.requested, 0.0, 0.0, 0.0, r.gas_native, "reverted", r.market_ts, "atomic")
-    rec = leg.record
-    record = LegRecord(
-        undone, rec.account, rec.base, rec.quote, rec.native, rec.reference_price, rec.predicted_slippage_bps
-    )
-    return Leg(record, leg.gas_quote, leg.planned_price)
+    return Leg(dataclasses.replace(leg.record, leg=undone), leg.planned_price)

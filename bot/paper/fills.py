@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.events import GasEvent, PoolEvent
-from strategies.amm import buy_base_cost, sell_base_proceeds
+from strategies.amm import buy_base_cost, marginal_buy_price, marginal_sell_price, sell_base_proceeds
 from strategies.gas import ETH_PER_GWEI
 
 Side = Literal["buy", "sell"]
@@ -133,6 +133,12 @@ def swap(
     if worse:
         return LegResult(venue, side, size, 0.0, 0.0, 0.0, gas_native, "reverted", market_ts, "tolerance")
     return LegResult(venue, side, size, size, notional, 0.0, gas_native, "filled", market_ts)
+
+
+def pool_reference_price(pool: PoolEvent, side: Side) -> float:
+    """The price a swap's slippage is measured from: the zero-size price with the pool's fee (spot ÷ (1 − fee) to
+    buy, spot × (1 − fee) to sell), as risk predicts it (bot/risk/slippage.py `swap`), so both are price impact."""
+    return marginal_buy_price(pool, 0.0) if side == "buy" else marginal_sell_price(pool, 0.0)
 
 
 def gas_native(gas_units: float, price_gwei: float) -> float:

@@ -30,14 +30,20 @@ CREATE TABLE IF NOT EXISTS legs (
     account TEXT NOT NULL, side TEXT NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL, native TEXT,
     requested REAL NOT NULL, size REAL NOT NULL, price REAL NOT NULL, notional REAL NOT NULL, fee REAL NOT NULL,
     gas_native REAL NOT NULL, status TEXT NOT NULL, market_ts INTEGER NOT NULL, reason TEXT,
-    reference_price REAL, predicted_slippage_bps REAL);
+    reference_price REAL, predicted_slippage_bps REAL, gas_quote REAL, gas_unpriced INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS legs_by_decision ON legs (decision_id);
 CREATE TABLE IF NOT EXISTS positions (
     decision_id TEXT PRIMARY KEY, account TEXT NOT NULL, venue TEXT NOT NULL, symbol TEXT NOT NULL,
     quantity REAL NOT NULL, entry_price REAL NOT NULL, unwind_venue TEXT, status TEXT NOT NULL,
     opened_ts INTEGER NOT NULL, closed_ts INTEGER, unwind_pnl REAL NOT NULL DEFAULT 0.0);
 CREATE TABLE IF NOT EXISTS rejections (entry_id TEXT PRIMARY KEY, reason TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS unwind_fills (
+    fill_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, step INTEGER NOT NULL, symbol TEXT NOT NULL,
+    fill_json BLOB NOT NULL, published INTEGER NOT NULL DEFAULT 0, UNIQUE (decision_id, step));
 """
+
+_ADDED_COLUMNS = {"legs": ("gas_quote REAL", "gas_unpriced INTEGER NOT NULL DEFAULT 0")}
+"""Columns added since the first ledgers were written: a ledger file without them gets them on opening."""
 
 DecisionStatus = Literal["filled", "partial", "missed", "reverted", "skipped"]
 
@@ -54,6 +60,29 @@ class LegRecord:
     native: str | None = None
     reference_price: float | None = None
     predicted_slippage_bps: float | None = None
+    gas_quote: float | None = None
+    """The gas in quote units; None while gas was paid that no price could value (see `gas_unpriced`)."""
+
+    @property
+    def gas_unpriced(self) -> bool:
+        """Gas was paid and nothing priced the native asset in the quote asset."""
+        return self.leg.gas_native > 0.0 and self.gas_quote is None
+
+    @property
+    def spends(self) -> dict[str, float]:
+        """What the leg takes out of its account, per asset: quote to buy, base to sell, the native asset for gas."""
+        leg = self.leg
+        out: dict[str, float] = {}
+        if leg.size > 0.0:
+            if leg.side == "buy":
+                out[self.quote] = leg.notional + leg.fee
+            else:
+                out[self.base] = leg.size
+        if leg.gas_native > 0.0:
+            if self.native is None:
+                raise ValueError(f"leg on {leg.venue} paid gas but names no native asset")
+            out[self.native] = out.get(self.native, 0.0) + leg.gas_native
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +98,17 @@ class OpenPosition:
     entry_price: float
     unwind_venue: str | None
     opened_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFill:
+    """An unwind's Fill message as written with the unwind, to publish (again, after a crash) until it is out."""
+
+    fill_id: str
+    decision_id: str
+    step: int
+    symbol: str
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +160,7 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._add_columns()
         if starting_balances:
             self._seed(starting_balances)
 
@@ -141,6 +182,13 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _add_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _seed(self, starting: Mapping[str, Mapping[str, float]]) -> None:
         # A balance is seeded once, the first time its (account, asset) appears; later config edits add new
@@ -169,11 +217,13 @@ class Ledger:
             db.execute(
                 "INSERT INTO legs (decision_id, role, venue, account, side, base, quote, native, requested, size,"
                 " price, notional, fee, gas_native, status, market_ts, reason, reference_price,"
-                " predicted_slippage_bps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " predicted_slippage_bps, gas_quote, gas_unpriced)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     decision_id, role, leg.venue, record.account, leg.side, record.base, record.quote, record.native,
                     leg.requested, leg.size, leg.price, leg.notional, leg.fee, leg.gas_native, leg.status,
                     leg.market_ts, leg.reason, record.reference_price, record.predicted_slippage_bps,
+                    record.gas_quote, int(record.gas_unpriced),
                 ),
             )  # fmt: skip
             self._add(db, record.account, record.base, leg.base_delta)
@@ -212,9 +262,17 @@ class Ledger:
             inserted = db.execute("INSERT OR IGNORE INTO rejections VALUES (?, ?, ?)", (entry_id, reason, detail))
             return inserted.rowcount > 0
 
-    def unwind(self, position: OpenPosition, legs: Sequence[LegRecord], pnl: float, remaining: float, ts: int) -> bool:
-        """Record an unwind of `position` leaving `remaining` base open (closed when zero); False, with nothing
-        written, unless the position is still open with the quantity the caller saw."""
+    def unwind(
+        self,
+        position: OpenPosition,
+        legs: Sequence[LegRecord],
+        pnl: float,
+        remaining: float,
+        ts: int,
+        fill: StoredFill | None = None,
+    ) -> bool:
+        """Record an unwind of `position` leaving `remaining` base open (closed when zero), with its Fill to
+        publish; False, with nothing written, unless the position is still open with the quantity the caller saw."""
         closed = abs(remaining) <= abs(position.quantity) * 1e-12
         with self._transaction() as db:
             updated = db.execute(
@@ -226,7 +284,30 @@ class Ledger:
             if not updated:
                 return False
             self._apply_legs(db, position.decision_id, "unwind", legs)
+            if fill is not None:
+                db.execute(
+                    "INSERT INTO unwind_fills (fill_id, decision_id, step, symbol, fill_json) VALUES (?, ?, ?, ?, ?)",
+                    (fill.fill_id, fill.decision_id, fill.step, fill.symbol, fill.payload),
+                )
         return True
+
+    def unwind_steps(self, decision_id: str) -> int:
+        """Unwind trades recorded so far for a decision (the next one is this plus one)."""
+        row = self._db.execute("SELECT COUNT(*) FROM unwind_fills WHERE decision_id = ?", (decision_id,)).fetchone()
+        return int(row[0])
+
+    def unpublished_fills(self) -> list[StoredFill]:
+        """Unwind Fills not yet marked published, oldest first."""
+        rows = self._db.execute(
+            "SELECT fill_id, decision_id, step, symbol, fill_json FROM unwind_fills WHERE published = 0 ORDER BY rowid"
+        ).fetchall()
+        return [StoredFill(fill_id, decision_id, step, symbol, bytes(payload)) for fill_id, decision_id, step, symbol,
+                payload in rows]  # fmt: skip
+
+    def mark_published(self, fill_id: str) -> None:
+        """Note that an unwind Fill is on Redis."""
+        with self._transaction() as db:
+            db.execute("UPDATE unwind_fills SET published = 1 WHERE fill_id = ?", (fill_id,))
 
     def has(self, decision_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone() is not None
@@ -235,6 +316,15 @@ class Ledger:
         """The Fill message recorded with a decision (None for a skip or an unknown id)."""
         row = self._db.execute("SELECT fill_json FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
         return bytes(row[0]) if row is not None and row[0] is not None else None
+
+    def open_position(self, decision_id: str) -> OpenPosition | None:
+        """The decision's position while it is open."""
+        row = self._db.execute(
+            "SELECT decision_id, account, venue, symbol, quantity, entry_price, unwind_venue, opened_ts"
+            " FROM positions WHERE decision_id = ? AND status = 'open'",
+            (decision_id,),
+        ).fetchone()
+        return OpenPosition(*row) if row is not None else None
 
     def open_positions(self) -> list[OpenPosition]:
         rows = self._db.execute(

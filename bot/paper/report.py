@@ -12,7 +12,8 @@ from bot.paper.ledger import Ledger
 
 
 def _slippage_bps(leg: dict[str, Any]) -> float | None:
-    """Adverse move of a leg's average price from the best price of its execution book (pool: its price)."""
+    """Adverse move of a leg's average price from the best price of its execution book (pool: its zero-size price
+    with the fee, as risk predicts from)."""
     reference = leg["reference_price"]
     if not reference or leg["size"] <= 0.0:
         return None
@@ -21,8 +22,30 @@ def _slippage_bps(leg: dict[str, Any]) -> float | None:
     return float(moved * 1e4)
 
 
+def _gas(legs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gas paid per account and native asset, its value in quote units, and what no price could value (that gas is
+    in the balances but not in the PnL)."""
+    paid: dict[str, dict[str, float]] = {}
+    unpriced: dict[str, dict[str, float]] = {}
+    valued: dict[str, float] = {}
+    unpriced_legs = 0
+    for leg in legs:
+        if not leg["gas_native"]:
+            continue
+        account, native = leg["account"], leg["native"]
+        held = paid.setdefault(account, {})
+        held[native] = held.get(native, 0.0) + leg["gas_native"]
+        if leg["gas_unpriced"]:
+            unpriced_legs += 1
+            missing = unpriced.setdefault(account, {})
+            missing[native] = missing.get(native, 0.0) + leg["gas_native"]
+        elif leg["gas_quote"] is not None:
+            valued[leg["quote"]] = valued.get(leg["quote"], 0.0) + leg["gas_quote"]
+    return {"native": paid, "quote": valued, "unpriced_legs": unpriced_legs, "unpriced_native": unpriced}
+
+
 def build_report(ledger: Ledger) -> dict[str, Any]:
-    """Summarise the ledger: keys `pnl`, `fills`, `balances`, `hit_rate`, `slippage`, `open_inventory`, …"""
+    """Summarise the ledger: keys `pnl`, `fills`, `balances`, `hit_rate`, `slippage`, `gas`, `open_inventory`, …"""
     decisions = ledger.decisions()
     executed = [row for row in decisions if row.action == "execute"]
     events = [(row.ts, row.realised_pnl) for row in executed] + ledger.unwind_pnl()
@@ -41,11 +64,12 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         }
         for account in sorted(set(now) | set(start))
     }
+    legs = ledger.legs()
     slippage: dict[str, dict[str, Any]] = {}
     for side in ("buy", "sell"):
         pairs = [
             (leg["predicted_slippage_bps"], realised)
-            for leg in ledger.legs()
+            for leg in legs
             if leg["role"] == "trade" and leg["side"] == side and (realised := _slippage_bps(leg)) is not None
         ]
         predicted = [p for p, _ in pairs if p is not None]
@@ -69,11 +93,12 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             "decisions": len(decisions),
             "executed": len(executed),
             "by_status": dict(sorted(statuses.items())),
-            "legs": sum(1 for leg in ledger.legs() if leg["role"] == "trade" and leg["size"] > 0.0),
+            "legs": sum(1 for leg in legs if leg["role"] == "trade" and leg["size"] > 0.0),
         },
         "balances": {"start": start, "now": now, "change": change},
         "hit_rate": profitable / len(executed) if executed else None,
         "slippage": slippage,
+        "gas": _gas(legs),
         "open_inventory": [asdict(position) for position in ledger.open_positions()],
         "rejections": ledger.rejections(),
     }

@@ -34,6 +34,16 @@ class PaperConfig(BaseModel):
     )
     gas_units_per_swap: Annotated[int, Field(ge=21_000, le=5_000_000)] = 110_000
     native_asset: Name = Field(default="ETH", description="the chain's gas asset")
+    native_price_fallback: dict[Name, Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="price of the native asset per quote asset (e.g. {USDT: 3000}), used to value gas when no "
+        "book or pool prices it; gas nothing prices is counted and marked unpriced in the ledger, not valued 0",
+    )
+    enforce_balances: bool = Field(
+        default=False,
+        description="a leg (or an unwind) whose account lacks what it spends (quote to buy, base to sell, the "
+        "native asset for gas) misses as insufficient_balance; off by default: balances may go negative",
+    )
     respect_deadline: bool = Field(default=True, description="a leg whose book comes after the window misses")
     max_book_wait_ms: Annotated[int, Field(ge=10, le=600_000)] = Field(
         default=5_000, description="wall time to wait for a book at or after the execution time; then missed"

@@ -16,11 +16,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.bus.channels import Channels
-from bot.bus.codec import DecodeError, decode_message
+from bot.bus.codec import DecodeError, decode_message, encode
+from bot.bus.publisher import publish_and_append
 from bot.clock import Clock, SystemClock
 from bot.messages import Decision
-from bot.paper.executor import Executor, Rejected
-from bot.paper.ledger import Ledger, OpenPosition
+from bot.paper.executor import Executor, Rejected, unwind_fill
+from bot.paper.ledger import Balances, Ledger, OpenPosition, StoredFill
 from bot.paper.settings import PaperConfig
 from bot.rejections import RejectionCounter
 from bot.tasks import TaskSet
@@ -48,6 +49,8 @@ class TraderStats:
     redis_errors: int = 0
     ledger_errors: int = 0
     trimmed_unread: int = 0
+    unpriced_gas: int = 0
+    """Legs (trades and unwinds) that paid gas no price could value: recorded as unpriced, not as free."""
 
 
 def _text(value: bytes | str) -> str:
@@ -79,6 +82,7 @@ class PaperTrader:
         self._stream = channels.decision_stream()
         self._tasks = TaskSet()
         self._unwinding: set[str] = set()
+        self._unwinds_scheduled: set[str] = set()
         self._rng = random.Random()
         self.ready = asyncio.Event()
         """Set once the consumer group exists and this consumer's pending decisions are handled."""
@@ -92,6 +96,7 @@ class PaperTrader:
 
     async def run(self) -> None:
         """Consume decisions until cancelled; Redis errors are retried with backoff, never fatal."""
+        self._unwinds_scheduled.clear()
         for position in self._ledger.open_positions():
             self._schedule_unwind(position)
         attempt = 0
@@ -101,19 +106,26 @@ class PaperTrader:
                     await self._consume()
                 except (RedisError, sqlite3.Error) as exc:
                     # Nothing was acknowledged that the ledger does not hold: retry, the decision stays pending.
-                    if isinstance(exc, RedisError):
-                        self.stats.redis_errors += 1
-                    else:
-                        self.stats.ledger_errors += 1
-                    delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
+                    await self._back_off(exc, attempt)
                     attempt += 1
-                    log.warning("paper: %s (%s); retrying in %.2f s", type(exc).__name__, exc, delay)
-                    await self._clock.sleep(delay)
         finally:
             await self._tasks.cancel_all()
 
+    async def _back_off(self, exc: RedisError | sqlite3.Error, attempt: int) -> None:
+        if isinstance(exc, RedisError):
+            self.stats.redis_errors += 1
+        else:
+            self.stats.ledger_errors += 1
+        delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
+        log.warning("paper: %s (%s); retrying in %.2f s", type(exc).__name__, exc, delay)
+        await self._clock.sleep(delay)
+
     async def _consume(self) -> None:
         await self._ensure_group()
+        # Unwind Fills a crash left unpublished (written to the ledger, never sent).
+        for stored in self._ledger.unpublished_fills():
+            await self._publish(stored.symbol, stored.payload)
+            self._ledger.mark_published(stored.fill_id)
         # Our own pending entries first (id 0): decisions read before a crash but never acknowledged.
         while entries := await self._read("0"):
             await self._handle_all(entries)
@@ -224,44 +236,66 @@ class PaperTrader:
 
     async def _execute(self, entry_id: str, decision: Decision) -> None:
         if self._ledger.has(decision.id):
-            # Delivered again (a crash between commit and ack): publish the recorded Fill again, same id.
+            # Delivered again (a crash, or a failed publish, between commit and ack): publish the recorded Fill
+            # again, same id.
             self.stats.duplicates += 1
-            if (stored := self._ledger.fill_json(decision.id)) is not None and decision.symbol is not None:
-                await self._publish(decision.symbol, stored)
+            try:
+                if (stored := self._ledger.fill_json(decision.id)) is not None and decision.symbol is not None:
+                    await self._publish(decision.symbol, stored)
+            finally:
+                self._resume_unwind(decision.id)
             return
-        execution, fill = await self._executor.execute(decision, entry_id)
-        if not self._ledger.record(execution):
+        execution, fill = await self._executor.execute(decision, entry_id, self._balances())
+        if self._ledger.record(execution):
+            self.stats.unpriced_gas += sum(1 for leg in execution.legs if leg.gas_unpriced)
+        else:
             self.stats.duplicates += 1
         self.stats.recorded[execution.status] += 1
-        if fill is not None and execution.fill_json is not None and fill.symbol is not None:
-            await self._publish(fill.symbol, execution.fill_json)
-        if execution.position is not None:
-            self._schedule_unwind(execution.position)
+        try:
+            if fill is not None and execution.fill_json is not None and fill.symbol is not None:
+                await self._publish(fill.symbol, execution.fill_json)
+        finally:
+            # The ledger holds the position now: unwinding it must not wait for Redis to take the Fill.
+            self._resume_unwind(decision.id)
+
+    def _balances(self) -> Balances | None:
+        return self._ledger.balances() if self._config.enforce_balances else None
 
     async def _publish(self, symbol: str, payload: bytes) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.publish(self._channels.fill(symbol), payload)
-            pipe.xadd(self._channels.fill_stream(), {"data": payload}, maxlen=self._maxlen, approximate=True)
-            await pipe.execute()
+        await publish_and_append(
+            self._client, self._channels.fill(symbol), self._channels.fill_stream(), payload, self._maxlen
+        )
         self.stats.published += 1
 
+    def _resume_unwind(self, decision_id: str) -> None:
+        """Unwind the decision's position as the ledger holds it, if it is open (once per run)."""
+        if (position := self._ledger.open_position(decision_id)) is not None:
+            self._schedule_unwind(position)
+
     def _schedule_unwind(self, position: OpenPosition) -> None:
-        if position.unwind_venue is None or position.decision_id in self._unwinding:
+        if position.unwind_venue is None or position.decision_id in self._unwinds_scheduled:
             return
+        self._unwinds_scheduled.add(position.decision_id)
         self._unwinding.add(position.decision_id)
         self._tasks.spawn(self._unwind(position), f"paper:unwind:{position.decision_id}")
 
     async def _unwind(self, position: OpenPosition) -> None:
         """Unwind by the config's rule: first at the book at or after fill time + `unwind_after_ms`, then at the
-        next books, up to UNWIND_ATTEMPTS times; what is left stays open in the ledger (and in the report)."""
+        next books, up to UNWIND_ATTEMPTS times; what is left stays open in the ledger (and in the report). Each
+        unwind trade (or reverted swap, which pays gas) is written to the ledger with its Fill, then published."""
         try:
             not_before = position.opened_ts + self._config.unwind_after_ms
             for _ in range(UNWIND_ATTEMPTS):
-                done = await self._executor.unwind(position, not_before)
+                done = await self._executor.unwind(position, not_before, self._balances())
                 if done is not None:
-                    if not self._ledger.unwind(position, (done.leg,), done.pnl, done.remaining, done.ts):
+                    step = self._ledger.unwind_steps(position.decision_id) + 1
+                    fill = unwind_fill(position, done, step)
+                    stored = StoredFill(fill.id, position.decision_id, step, position.symbol, encode(fill))
+                    if not self._ledger.unwind(position, (done.leg,), done.pnl, done.remaining, done.ts, stored):
                         return
                     self.stats.unwinds += 1
+                    self.stats.unpriced_gas += int(done.leg.gas_unpriced)
+                    await self._publish_unwind(stored)
                     if abs(done.remaining) <= 1e-12 * abs(position.quantity):
                         return
                     position = dataclasses.replace(position, quantity=done.remaining)
@@ -273,6 +307,20 @@ class PaperTrader:
             )
         finally:
             self._unwinding.discard(position.decision_id)
+
+    async def _publish_unwind(self, stored: StoredFill) -> None:
+        """Publish an unwind's Fill, retrying Redis errors; the risk service moves its balances by it. Until it is
+        marked published the ledger keeps it for the next start to send (a crash in between sends it twice: the
+        same id, which consumers drop)."""
+        attempt = 0
+        while True:
+            try:
+                await self._publish(stored.symbol, stored.payload)
+                self._ledger.mark_published(stored.fill_id)
+                return
+            except (RedisError, sqlite3.Error) as exc:
+                await self._back_off(exc, attempt)
+                attempt += 1
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
