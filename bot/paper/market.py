@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,17 +12,9 @@ from typing import Protocol, TypeVar
 
 from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent
 
-POOL_VENUE = re.compile(r"^[a-z0-9_]+:0x[0-9a-fA-F]{40}$")
-"""How strategies name a pool leg's venue: `{dex}:{address}`."""
-
-
 K = TypeVar("K")
 E = TypeVar("E")
 T = TypeVar("T")
-
-
-def is_pool_venue(venue: str) -> bool:
-    return POOL_VENUE.match(venue) is not None
 
 
 def pool_venue(pool: PoolEvent) -> str:
