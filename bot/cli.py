@@ -6,22 +6,25 @@ import asyncio
 import logging
 import re
 import sys
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import redis.asyncio as aioredis
 import typer
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from rich.console import Console
 
 from bot.bus.channels import Channels
+from bot.bus.client import RedisAccess, redis_client
 from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
-from bot.bus.redis_url import redact_url
+from bot.bus.secrets import SecretError, Secrets, load_secrets
+from bot.bus.signing import Signing, Verifier
 from bot.bus.subscriber import CatchUp, follow
-from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RootConfig, load_config
+from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RedisConfig, RootConfig, load_config
 from bot.messages import Message
 from bot.risk.cli import risk_app
 
@@ -47,6 +50,14 @@ def _load(config: Path) -> RootConfig:
     try:
         return load_config(config)
     except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _secrets(redis_password_file: Path | None, signing_key_file: Path | None) -> Secrets:
+    """The Redis password and signing key (environment, else the files named); one line if unreadable."""
+    try:
+        return load_secrets(redis_password_file, signing_key_file)
+    except SecretError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -87,10 +98,13 @@ def demo(
         kinds = parse_faults(faults) if faults else []
     except ValueError as exc:
         raise _fail(f"--faults: {exc}") from None
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(run_demo(cfg, duration, console, kinds, fault_interval, fresh_ledger=True))
-    except (RedisUnavailable, PaperError) as exc:
+        summary = asyncio.run(
+            run_demo(cfg, duration, console, kinds, fault_interval, fresh_ledger=True, secrets=secrets)
+        )
+    except (RedisUnavailable, PaperError, SecretError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:
@@ -124,12 +138,17 @@ def run(
             cfg = RootConfig.model_validate({**cfg.model_dump(), "roles": chosen})
         except ValueError as exc:
             raise _fail(f"--roles {roles}: choose from signals, risk, paper ({type(exc).__name__})") from None
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
     fmt = cfg.daemon.log_format
-    setup_logging(json=None if fmt == "auto" else fmt == "json", level="INFO" if verbose else "WARNING")
+    setup_logging(
+        json=None if fmt == "auto" else fmt == "json", level="INFO" if verbose else "WARNING", secrets=secrets.values()
+    )
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(run_demo(cfg, duration, console, start_private_redis=False, observe=True))
-    except (RedisUnavailable, PaperError, ListenError) as exc:
+        summary = asyncio.run(
+            run_demo(cfg, duration, console, start_private_redis=False, observe=True, secrets=secrets)
+        )
+    except (RedisUnavailable, PaperError, ListenError, SecretError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(summary))
     if json_path is not None:
@@ -229,26 +248,35 @@ def replay(
     _setup_logging(verbose)
     _positive(speed, "--speed")
     cfg = _load(config)
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
     try:
-        summary = asyncio.run(_replay(cfg, files, speed))
+        access = RedisAccess.of(cfg.redis, secrets)
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        summary = asyncio.run(_replay(cfg, access, secrets.signing(), files, speed))
     except RecordingError as exc:
         raise _fail(str(exc)) from None
     except (RedisError, OSError) as exc:
-        raise _fail(f"cannot reach Redis at {redact_url(cfg.redis.url)} ({exc}); set ARBBOT_REDIS_URL") from None
+        raise _fail(f"cannot reach Redis at {access.display} ({exc}); set ARBBOT_REDIS_URL") from None
     report = asdict(summary)
     print(" ".join(f"{key} {value}" for key, value in report.items()))
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-async def _replay(cfg: RootConfig, files: list[Path], speed: float | None) -> Any:
+async def _replay(
+    cfg: RootConfig, access: RedisAccess, signing: Signing, files: list[Path], speed: float | None
+) -> Any:
     from bot.bus.channels import Channels
     from bot.bus.publisher import SignalPublisher
     from bot.replay import replay_files
 
-    client = aioredis.from_url(cfg.redis.url)
+    client = redis_client(access)
     await client.ping()
-    publisher = SignalPublisher(client, Channels(cfg.redis.prefix), cfg.redis.stream_maxlen, cfg.redis.publish_queue)
+    publisher = SignalPublisher(
+        client, Channels(cfg.redis.prefix), cfg.redis.stream_maxlen, cfg.redis.publish_queue, signer=signing.signer
+    )
     publisher.start()
     try:
         return await replay_files(cfg, files, publisher.submit, speed)
@@ -606,9 +634,30 @@ def subscribe(
         str | None,
         typer.Option(help="first catch up from the pattern's stream after this stream id (0: from the start)"),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="take Redis and the signing key from this config (default: ARBBOT_*)"),
+    ] = None,
 ) -> None:
-    """Print messages from channels matching PATTERN as JSON lines; malformed ones are skipped and counted."""
-    url = EnvOverrides().redis_url or DEFAULT_REDIS_URL
+    """Print messages from channels matching PATTERN as JSON lines; malformed ones are skipped and counted, and so
+    are unsigned or badly signed ones when a signing key is set (ARBBOT_SIGNING_KEY or its file)."""
+    if config is not None:
+        cfg = _load(config)
+        redis_config, key_file = cfg.redis, cfg.security.signing_key_file
+    else:
+        env = EnvOverrides()
+        fields = {"url": env.redis_url or DEFAULT_REDIS_URL, "username": env.redis_username,
+                  "password_file": env.redis_password_file}  # fmt: skip
+        try:
+            redis_config = RedisConfig.model_validate({k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:  # its text would show the URL: only the message, which redacts it
+            raise _fail(f"ARBBOT_REDIS_URL: {exc.errors()[0]['msg']}") from None
+        key_file = env.signing_key_file
+    secrets = _secrets(redis_config.password_file, key_file)
+    try:
+        access = RedisAccess.of(redis_config, secrets)
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
     if count is not None and count <= 0:
         raise _fail("--count must be positive")
     channels = Channels(pattern.split(":", 1)[0])
@@ -620,36 +669,56 @@ def subscribe(
         if not _STREAM_ID.fullmatch(since):
             raise _fail(f"--since must be a stream id such as 0 or 1763700000123-0, got {since!r}")
         catch_up = CatchUp(stream, since, channels)
+    verifier = secrets.signing().verifier
     try:
-        rejected = asyncio.run(_subscribe(url, pattern, count, catch_up, channels.family(pattern)))
+        rejected = asyncio.run(_subscribe(access, pattern, count, catch_up, channels.family(pattern), verifier))
     except (RedisError, OSError) as exc:
-        raise _fail(f"cannot reach Redis at {redact_url(url)} ({exc}); is it running? set ARBBOT_REDIS_URL") from None
+        raise _fail(f"cannot reach Redis at {access.display} ({exc}); is it running? set ARBBOT_REDIS_URL") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    if rejected:
-        print(f"arbbot subscribe: {rejected} malformed message(s) skipped", file=sys.stderr)
+    unverified = rejected["unsigned"] + rejected["bad_signature"]
+    if malformed := rejected.total() - unverified:
+        print(f"arbbot subscribe: {malformed} malformed message(s) skipped", file=sys.stderr)
+    if unverified:
+        print(
+            f"arbbot subscribe: {unverified} message(s) failed verification and were skipped "
+            f"({rejected['unsigned']} unsigned, {rejected['bad_signature']} badly signed)",
+            file=sys.stderr,
+        )
 
 
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _TYPED_FAMILIES = frozenset({"signal", "decision", "fill", "book", "gas", "pool", "control"})
 
 
-async def _subscribe(url: str, pattern: str, count: int | None, catch_up: CatchUp | None, family: str | None) -> int:
-    client = aioredis.from_url(url)
+async def _subscribe(
+    access: RedisAccess,
+    pattern: str,
+    count: int | None,
+    catch_up: CatchUp | None,
+    family: str | None,
+    verifier: Verifier | None,
+) -> Counter[str]:
+    """Print the messages; the rejected ones by reason."""
+    client = redis_client(access)
     expected = family if family in _TYPED_FAMILIES else None
+    rejected: Counter[str] = Counter()
 
     def on_message(payload: bytes, _message: Message) -> None:
         sys.stdout.write(payload.decode() + "\n")
         sys.stdout.flush()
 
     def on_reject(_payload: bytes, error: DecodeError) -> None:
-        print(f"arbbot subscribe: skipped malformed message ({error})", file=sys.stderr, flush=True)
+        rejected[error.reason] += 1
+        what = {"unsigned": "unsigned", "bad_signature": "badly signed"}.get(error.reason, "malformed")
+        print(f"arbbot subscribe: skipped {what} message ({error})", file=sys.stderr, flush=True)
 
     def on_ready() -> None:
-        print(f"arbbot subscribe: listening on {pattern} at {redact_url(url)}", file=sys.stderr, flush=True)
+        signed = ", verifying signatures" if verifier is not None else ""
+        print(f"arbbot subscribe: listening on {pattern} at {access.display}{signed}", file=sys.stderr, flush=True)
 
     try:
-        stats = await follow(client, pattern, on_message, on_reject, count, expected, on_ready, catch_up)
+        stats = await follow(client, pattern, on_message, on_reject, count, expected, on_ready, catch_up, verifier)
     finally:
         await client.aclose()
     if catch_up is not None:
@@ -658,7 +727,7 @@ async def _subscribe(url: str, pattern: str, count: int | None, catch_up: CatchU
             f"dropped; last stream id {stats.last_stream_id or catch_up.since}",
             file=sys.stderr,
         )
-    return stats.rejected
+    return rejected
 
 
 @app.command()

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.bus.redis_url import redact_url
+from bot.bus.redis_url import redact_url, url_password
 from bot.paper.settings import PaperConfig
 from bot.risk.settings import RiskConfig
 
@@ -54,12 +54,35 @@ class RedisConfig(_Strict):
     book_rate_per_s: Annotated[float, Field(gt=0.0, le=10_000.0)] = Field(
         default=20.0, description="most books published per second per (venue, symbol); the latest is always sent"
     )
+    username: str | None = Field(default=None, description="Redis ACL user (ARBBOT_REDIS_USERNAME overrides)")
+    password_file: Path | None = Field(
+        default=None,
+        description="file holding the Redis password (ARBBOT_REDIS_PASSWORD / _FILE override); relative to the config",
+    )
+    tls_ca_file: Path | None = Field(default=None, description="rediss://: CA certificate(s) to trust (PEM)")
+    tls_cert_file: Path | None = Field(default=None, description="rediss://: client certificate (PEM), with its key")
+    tls_key_file: Path | None = Field(default=None, description="rediss://: client private key (PEM)")
 
     @model_validator(mode="after")
     def _scheme(self) -> RedisConfig:
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis.url must start with redis://, rediss:// or unix://, got {redact_url(self.url)}")
+        tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, name) is not None]
+        if tls and not self.url.startswith("rediss://"):
+            raise ValueError(f"redis.{tls[0]} needs a rediss:// url (TLS), got {redact_url(self.url)}")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("redis.tls_cert_file and redis.tls_key_file go together (a certificate and its key)")
         return self
+
+
+class SecurityConfig(_Strict):
+    """Message signing. The key itself is never in the config: ARBBOT_SIGNING_KEY, or the file named here."""
+
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="file holding the HMAC key messages are signed with (ARBBOT_SIGNING_KEY / _FILE override); "
+        "relative to the config",
+    )
 
 
 class VenueConfig(_Strict):
@@ -269,6 +292,7 @@ class RootConfig(_Strict):
     risk: RiskConfig = RiskConfig()
     paper: PaperConfig = PaperConfig()
     daemon: DaemonConfig = DaemonConfig()
+    security: SecurityConfig = SecurityConfig()
     roles: Annotated[tuple[Literal["signals", "risk", "paper"], ...], Field(min_length=1)] = Field(
         default=("signals", "risk", "paper"),
         description="roles `arbbot run` / `arbbot demo` host in one process (`arbbot run --roles` overrides)",
@@ -322,8 +346,33 @@ class EnvOverrides(BaseSettings):
 
     redis_url: str | None = None
     redis_prefix: str | None = None
+    redis_username: str | None = None
+    redis_password_file: Path | None = None
+    signing_key_file: Path | None = None
     http_host: str | None = None
     http_port: int | None = None
+
+
+SECRET_KEYS: dict[tuple[str, str], str] = {
+    ("redis", "password"): "ARBBOT_REDIS_PASSWORD, ARBBOT_REDIS_PASSWORD_FILE or redis.password_file",
+    ("security", "signing_key"): "ARBBOT_SIGNING_KEY, ARBBOT_SIGNING_KEY_FILE or security.signing_key_file",
+}
+"""Keys that would hold a secret in the config file, and where that secret goes instead."""
+
+
+def _refuse_secrets(data: Mapping[str, Any], source: str) -> None:
+    """ConfigError for a secret written into the config itself (never echoing its value)."""
+    for (section, key), instead in SECRET_KEYS.items():
+        values = data.get(section)
+        if isinstance(values, Mapping) and key in values:
+            raise ConfigError(f"{source}: {section}.{key}: secrets do not go in the config file; use {instead}")
+    redis = data.get("redis")
+    url = redis.get("url") if isinstance(redis, Mapping) else None
+    if isinstance(url, str) and url_password(url) is not None:
+        raise ConfigError(
+            f"{source}: redis.url {redact_url(url)} holds a password: secrets do not go in the config file; "
+            f"use {SECRET_KEYS[('redis', 'password')]}"
+        )
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -339,15 +388,22 @@ def _format_error(exc: ValidationError, source: str) -> str:
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> RootConfig:
     """Validate a config mapping, applying environment overrides; raise ConfigError naming `source`."""
+    _refuse_secrets(data, source)
     overrides = EnvOverrides()
     merged: dict[str, Any] = dict(data)
     redis_section = dict(merged.get("redis") or {})
-    if overrides.redis_url is not None:
-        redis_section["url"] = overrides.redis_url
-    if overrides.redis_prefix is not None:
-        redis_section["prefix"] = overrides.redis_prefix
+    for key, value in (
+        ("url", overrides.redis_url),
+        ("prefix", overrides.redis_prefix),
+        ("username", overrides.redis_username),
+        ("password_file", overrides.redis_password_file),
+    ):
+        if value is not None:
+            redis_section[key] = value
     if redis_section:
         merged["redis"] = redis_section
+    if overrides.signing_key_file is not None:
+        merged["security"] = {**(merged.get("security") or {}), "signing_key_file": overrides.signing_key_file}
     daemon_section = dict(merged.get("daemon") or {})
     if overrides.http_host is not None:
         daemon_section["http_host"] = overrides.http_host
@@ -376,10 +432,30 @@ def load_config(path: str | Path) -> RootConfig:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    config = parse_config(data, source)
+    config = parse_config(_files_beside(data, Path(path).parent), source)
     model_dir = config.scorer.model_dir
     if model_dir is not None and not model_dir.is_absolute():
         # A relative model folder is read from where the config file is, not from wherever arbbot was started.
         scorer = config.scorer.model_copy(update={"model_dir": (Path(path).parent / model_dir).resolve()})
         config = config.model_copy(update={"scorer": scorer})
     return config
+
+
+_FILE_KEYS = (
+    ("redis", "password_file"),
+    ("redis", "tls_ca_file"),
+    ("redis", "tls_cert_file"),
+    ("redis", "tls_key_file"),
+    ("security", "signing_key_file"),
+)
+
+
+def _files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`data` with the secret and certificate files it names taken relative to the config file's folder (files
+    named by environment variables stay relative to the current directory)."""
+    out = dict(data)
+    for section, key in _FILE_KEYS:
+        values = out.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+            out[section] = {**values, key: str((folder / values[key]).resolve())}
+    return out

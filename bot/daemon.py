@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 import redis.asyncio as aioredis
 
 from bot.bus.channels import Channels
+from bot.bus.codec import DecodeError
+from bot.bus.signing import Signing
 from bot.config import RootConfig
 from bot.observe import (
     DriftTracker,
@@ -21,6 +23,7 @@ from bot.observe import (
 )
 from bot.observe.metrics import Sample
 from bot.paper.service import PaperRole
+from bot.rejections import RejectionCounter
 from bot.risk.service import RiskService
 from bot.signals_role import SignalsRole
 from bot.tasks import TaskSet
@@ -30,13 +33,26 @@ Counters = Callable[[], dict[str, float]]
 
 class Observability:
     """Metrics, `/healthz` `/readyz` `/metrics` (when `daemon.http_port` is set), heartbeats per hosted role and the
-    model-drift tracker. Register the roles (`add_signals`, `add_risk`, `add_paper`), then `start()`."""
+    model-drift tracker. Register the roles (`add_signals`, `add_risk`, `add_paper`), then `start()`.
 
-    def __init__(self, config: RootConfig, client: aioredis.Redis, secrets: Sequence[str] = ()) -> None:
+    `secrets` are masked in what the HTTP server prints; with `signing`, heartbeats are signed and the drift
+    follower ignores unsigned or badly signed messages."""
+
+    def __init__(
+        self,
+        config: RootConfig,
+        client: aioredis.Redis,
+        secrets: Sequence[str] = (),
+        signing: Signing | None = None,
+    ) -> None:
         daemon = config.daemon
+        self._signing = signing or Signing()
         self.metrics = Metrics()
         self.drift = DriftTracker()
         self.metrics.add_drift(self.drift)
+        self.drift_rejections = RejectionCounter()
+        """Messages the drift follower could not use (malformed, or unsigned / badly signed with a key)."""
+        self.metrics.add_rejections("drift", self.drift_rejections)
         self.heartbeats: list[HeartbeatPublisher] = []
         self.tasks = TaskSet()
         self._task_sets: list[TaskSet] = [self.tasks]
@@ -67,7 +83,9 @@ class Observability:
         self._task_sets.extend(task_sets)
 
     def _heartbeat(self, role: str, counters: Counters) -> None:
-        beat = HeartbeatPublisher(self._client, self._channels, role, counters, self._heartbeat_s)
+        beat = HeartbeatPublisher(
+            self._client, self._channels, role, counters, self._heartbeat_s, signer=self._signing.signer
+        )
         self.heartbeats.append(beat)
         self.metrics.add_heartbeat(beat)
 
@@ -99,6 +117,7 @@ class Observability:
         self.metrics.add_risk(risk.engine.stats, state=lambda: risk.engine.limits.state)
         self.metrics.add_publisher(risk.publisher)
         self.metrics.add_rejections("risk", risk.rejections)
+        self.metrics.add_rejections("risk", risk.market.rejections, name="rejections:risk:market")
         self.watch_tasks(risk.tasks, risk.market.tasks, risk.publisher.tasks)
         stats = risk.engine.stats
         self._heartbeat(
@@ -114,6 +133,7 @@ class Observability:
     def add_paper(self, paper: PaperRole) -> None:
         self.metrics.add_trader(paper.trader.stats, pnl=paper.ledger.total_pnl)
         self.metrics.add_rejections("paper", paper.trader.rejections)
+        self.metrics.add_rejections("paper", paper.market.rejections, name="rejections:paper:market")
         self.watch_tasks(paper.market.tasks)
         stats = paper.trader.stats
         self._heartbeat(
@@ -132,7 +152,15 @@ class Observability:
             await self.server.start()
         for beat in self.heartbeats:
             beat.start()
-        self.tasks.supervise(lambda: follow_outcomes(self._client, self._channels, self.drift), "drift")
+        verifier = self._signing.verifier
+
+        def on_reject(error: DecodeError) -> None:
+            self.drift_rejections.reject("drift", error.reason, error.detail)
+
+        self.tasks.supervise(
+            lambda: follow_outcomes(self._client, self._channels, self.drift, on_reject=on_reject, verifier=verifier),
+            "drift",
+        )
 
     async def stop(self) -> None:
         await self.tasks.cancel_all()

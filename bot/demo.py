@@ -22,8 +22,11 @@ from rich.live import Live
 from rich.table import Table
 
 from bot.bus.channels import Channels
+from bot.bus.client import RedisAccess, config_secrets, redis_client
 from bot.bus.local_redis import LocalRedis, RedisUnavailable, redis_answers
 from bot.bus.redis_url import redact_url
+from bot.bus.secrets import Secrets
+from bot.bus.signing import Signing
 from bot.chain.configured import ConfiguredChain, start_local_chain
 from bot.config import RootConfig
 from bot.daemon import Observability
@@ -216,15 +219,17 @@ def _status_line(elapsed: float, role: SignalsRole, downstream: _Downstream) -> 
     )
 
 
-async def _resolve_redis(url: str, console: Console, start_private: bool) -> tuple[str, LocalRedis | None]:
-    if await redis_answers(url):
-        return url, None
+async def _resolve_redis(
+    access: RedisAccess, console: Console, start_private: bool
+) -> tuple[RedisAccess, LocalRedis | None]:
+    if await redis_answers(access):
+        return access, None
     if not start_private:
-        raise RedisUnavailable(f"no Redis answers at {redact_url(url)}: start one or set ARBBOT_REDIS_URL")
-    console.print(f"No Redis answers at {redact_url(url)}; starting a private redis-server on loopback.")
+        raise RedisUnavailable(f"no Redis answers at {access.display}: start one or set ARBBOT_REDIS_URL")
+    console.print(f"No Redis answers at {access.display}; starting a private redis-server on loopback.")
     local = await LocalRedis.start()
     console.print(f"Started redis-server at {local.url} (stopped when the demo exits).")
-    return local.url, local
+    return RedisAccess(local.url), local
 
 
 def _describe_venues(config: RootConfig) -> str:
@@ -276,18 +281,23 @@ async def _forget_pending_decisions(client: aioredis.Redis, config: RootConfig) 
 
 
 async def _start_downstream(
-    config: RootConfig, client: aioredis.Redis, console: Console, fresh_ledger: bool, downstream: _Downstream
+    config: RootConfig,
+    client: aioredis.Redis,
+    console: Console,
+    fresh_ledger: bool,
+    downstream: _Downstream,
+    signing: Signing,
 ) -> None:
     """Start the risk and paper roles the config names, before the signals role so they miss nothing."""
     if "risk" in config.roles:
-        downstream.risk = RiskService(config, client, forecast=spread_forecast(config))
+        downstream.risk = RiskService(config, client, forecast=spread_forecast(config), signing=signing)
         await downstream.risk.start()
     if "paper" in config.roles:
         if fresh_ledger:
             if (moved := rotate_ledger(ledger_path(config))) is not None:
                 console.print(f"Previous paper ledger moved to {moved}")
             await _forget_pending_decisions(client, config)
-        downstream.paper = PaperRole(config, client)
+        downstream.paper = PaperRole(config, client, signing=signing)
         await downstream.paper.start()
     if downstream.risk is not None or downstream.paper is not None:
         hosted = " and ".join(name for name in ("risk", "paper") if name in config.roles)
@@ -307,7 +317,7 @@ async def run_demo(
     start_private_redis: bool = True,
     fresh_ledger: bool = False,
     observe: bool = False,
-    secrets: Sequence[str] = (),
+    secrets: Secrets | None = None,
 ) -> DemoSummary:
     """Run until `duration_s` elapses or SIGINT/SIGTERM; return the summary.
 
@@ -316,17 +326,21 @@ async def run_demo(
     when named. `fresh_ledger` moves an existing paper ledger aside first (`arbbot demo`: one ledger per run).
     `observe` (the daemon, `arbbot run`) adds health and metrics over HTTP and heartbeats (bot.daemon). Stopping
     takes at most `daemon.stop_timeout_s`: what has not stopped by then is abandoned, and said so.
+    `secrets` (default: those the config names; SecretError if unreadable): the Redis password, and the key every
+    role signs its messages with and checks the others' by.
     """
     summary = DemoSummary()
-    url, local_redis = await _resolve_redis(config.redis.url, console, start_private_redis)
-    summary.redis_url = redact_url(url)
+    secrets = secrets or config_secrets(config)
+    signing = secrets.signing()
+    access, local_redis = await _resolve_redis(RedisAccess.of(config.redis, secrets), console, start_private_redis)
+    summary.redis_url = redact_url(access.url)
     summary.redis_started = local_redis is not None
-    client = aioredis.from_url(url)
+    client = redis_client(access)
     hosts_signals = "signals" in config.roles
     simulated = any(v.simulated for v in config.venues.values())
     venues = LocalVenues(config) if hosts_signals and simulated else None
     role: SignalsRole | None = None
-    observability = Observability(config, client, secrets) if observe else None
+    observability = Observability(config, client, secrets.values(), signing) if observe else None
     local_chain: ConfiguredChain | None = None
     chain: ChainEndpoint | None = None
     schedule_task: asyncio.Task[None] | None = None
@@ -346,8 +360,8 @@ async def run_demo(
             chain = local_chain.endpoint
         if hosts_signals:
             endpoints = {name: venues.endpoint(name) for name in servers} if venues else None
-            role = SignalsRole(config, client, endpoints, chain=chain)
-        await _start_downstream(config, client, console, fresh_ledger, downstream)
+            role = SignalsRole(config, client, endpoints, chain=chain, signer=signing.signer)
+        await _start_downstream(config, client, console, fresh_ledger, downstream, signing)
         if role is not None:
             await role.start()
             console.print(

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from bot.bus.channels import Channels
 from bot.bus.market_publisher import MarketPublisher
 from bot.bus.publisher import SignalPublisher
+from bot.bus.signing import Signer
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
 from bot.engine import SignalEngine
@@ -171,7 +172,9 @@ class SignalsRole:
         clock: Clock | None = None,
         on_signal: Callable[[Signal], object] | None = None,
         chain: ChainEndpoint | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        """`signer`: sign every signal, book, gas and pool message (when a signing key is configured)."""
         self.config = config
         self.clock = clock or SystemClock()
         self.rejections = RejectionCounter()
@@ -182,6 +185,7 @@ class SignalsRole:
             config.redis.stream_maxlen,
             config.redis.publish_queue,
             self.clock,
+            signer=signer,
         )
         self._on_signal = on_signal
         self.engine = build_engine(config, self._publish, self.rejections, self.clock, self.health)
@@ -189,7 +193,7 @@ class SignalsRole:
         if config.redis.publish_market:
             redis = config.redis
             self.market_publisher = MarketPublisher.for_redis(
-                redis_client, Channels(redis.prefix), redis.publish_queue, redis.book_rate_per_s, self.clock
+                redis_client, Channels(redis.prefix), redis.publish_queue, redis.book_rate_per_s, self.clock, signer
             )
             self.engine.add_market_listener(self.market_publisher.on_event)
         self.feeds = build_feeds(config, self.engine.submit, self.health, self.rejections, self.clock, endpoints)

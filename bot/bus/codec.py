@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from bot.bus.signing import SignatureError, Signer, Verifier
 from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent, TradeEvent
 from bot.messages import (
     CONTROL_SCHEMA_VERSION,
@@ -64,15 +65,16 @@ def _required_nullable(model: type[BaseModel]) -> tuple[str, ...]:
     return tuple(name for name, info in model.model_fields.items() if info.is_required())
 
 
-def encode(model: BaseModel) -> bytes:
-    """Serialise a message or event as compact JSON with `type` first.
+def encode(model: BaseModel, signer: Signer | None = None) -> bytes:
+    """Serialise a message or event as compact JSON with `type` first, and `sig` last when `signer` is given.
 
     Optional fields that are None are left out; a required field that is None (Decision's `gas`) is sent as null.
     """
     fields = model.model_dump(mode="json", exclude_none=True)
     for name in _required_nullable(type(model)):
         fields.setdefault(name, None)
-    return orjson.dumps({"type": fields.pop("type"), **fields})
+    ordered = {"type": fields.pop("type"), **fields}
+    return orjson.dumps(ordered if signer is None else signer.sign(ordered))
 
 
 def _load_object(payload: bytes | str) -> dict[str, Any]:
@@ -94,9 +96,15 @@ def _validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
         raise DecodeError("invalid_fields", f"{where}: {first['msg']}") from None
 
 
-def decode_message(payload: bytes | str, expected_type: str | None = None) -> Message:
-    """Decode one Redis message; raise DecodeError for bad JSON, unknown type/version or invalid fields."""
+def decode_message(payload: bytes | str, expected_type: str | None = None, verifier: Verifier | None = None) -> Message:
+    """Decode one Redis message; raise DecodeError for bad JSON, unknown type/version or invalid fields, and with
+    a `verifier` for a message that is `unsigned` or has a `bad_signature`."""
     obj = _load_object(payload)
+    if verifier is not None:
+        try:
+            verifier.verify(obj)
+        except SignatureError as exc:
+            raise DecodeError(exc.reason, exc.detail) from None
     kind = obj.get("type")
     if expected_type is not None and kind != expected_type:
         raise DecodeError("wrong_type", f"expected {expected_type!r}, got {kind!r}")

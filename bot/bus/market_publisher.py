@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from bot.bus.channels import Channels
 from bot.bus.publisher import Publisher, route_by_type
+from bot.bus.signing import Signer
 from bot.clock import Clock, SystemClock
 from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent
 from bot.messages import BookMessage, GasMessage, MarketMessage, PoolMessage
@@ -47,9 +48,16 @@ class MarketPublisher:
 
     @classmethod
     def for_redis(
-        cls, client: aioredis.Redis, channels: Channels, queue_size: int, book_rate_per_s: float, clock: Clock | None
+        cls,
+        client: aioredis.Redis,
+        channels: Channels,
+        queue_size: int,
+        book_rate_per_s: float,
+        clock: Clock | None,
+        signer: Signer | None = None,
     ) -> MarketPublisher:
-        """A market publisher with its own queue and writer (pub/sub only: these channels have no stream)."""
+        """A market publisher with its own queue and writer (pub/sub only: these channels have no stream), signing
+        each message with `signer` when given."""
         publisher: Publisher[MarketMessage] = Publisher(
             client,
             route_by_type(channels),
@@ -57,6 +65,7 @@ class MarketPublisher:
             queue_size=queue_size,
             clock=clock,
             name="publisher:market",
+            signer=signer,
         )
         return cls(publisher, book_rate_per_s, clock)
 

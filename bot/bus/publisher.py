@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
+from bot.bus.signing import Signer
 from bot.clock import Clock, SystemClock
 from bot.messages import (
     BookMessage,
@@ -92,7 +93,7 @@ class Publisher(Generic[M]):
     `route(message)` names the channel and the stream (None: pub/sub only). A full queue drops the new
     message (counted, warned at a bounded rate) instead of blocking the producer; a Redis error keeps the
     message and retries with backoff, so nothing accepted is lost. A message `route` refuses (ValueError)
-    is counted in `stats.unroutable` and not queued.
+    is counted in `stats.unroutable` and not queued. With a `signer` every message is signed (`sig`).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class Publisher(Generic[M]):
         queue_size: int,
         clock: Clock | None = None,
         name: str = "publisher",
+        signer: Signer | None = None,
     ) -> None:
         self.stats = PublisherStats()
         self.name = name
@@ -110,6 +112,7 @@ class Publisher(Generic[M]):
         self._route = route
         self._maxlen = stream_maxlen
         self._clock = clock or SystemClock()
+        self._signer = signer
         self._queue: BoundedQueue[tuple[M, Route]] = BoundedQueue(name, queue_size, self._clock.monotonic)
         self._rng = random.Random()
         self._writer: asyncio.Task[None] | None = None
@@ -154,7 +157,7 @@ class Publisher(Generic[M]):
             await self._publish_until_done(*item)
 
     async def _publish_until_done(self, message: M, route: Route) -> None:
-        payload = encode(message)
+        payload = encode(message, self._signer)
         channel, stream = route
         attempt = 0
         while True:
@@ -181,5 +184,8 @@ class SignalPublisher(Publisher[Signal]):
         stream_maxlen: int,
         queue_size: int,
         clock: Clock | None = None,
+        signer: Signer | None = None,
     ) -> None:
-        super().__init__(client, route_by_type(channels), stream_maxlen, queue_size, clock, name="publisher")
+        super().__init__(
+            client, route_by_type(channels), stream_maxlen, queue_size, clock, name="publisher", signer=signer
+        )

@@ -16,3 +16,11 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries (`redis://user:PASSWORD@host`), or None (also for an unparseable URL)."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None

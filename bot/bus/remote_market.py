@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message
+from bot.bus.signing import Verifier
 from bot.clock import Clock, SystemClock
 from bot.events import BookEvent, GasEvent, PoolEvent
 from bot.market_state import MarketState
@@ -53,15 +54,19 @@ class RemoteMarket:
     The events handed out are BookMessage/GasMessage/PoolMessage instances (subclasses of the events).
     `apply_event` feeds an event in directly (one process hosting several roles needs no Redis round trip).
     A listener that raises is logged and counted; the view goes on. Redis errors: resubscribe with backoff.
+    With a `verifier`, unsigned and badly signed payloads are rejected too (`unsigned`, `bad_signature`).
     """
 
-    def __init__(self, client: aioredis.Redis, channels: Channels, clock: Clock | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, channels: Channels, clock: Clock | None = None, verifier: Verifier | None = None
+    ) -> None:
         self.stats = RemoteMarketStats()
         self.rejections = RejectionCounter()
         self.listener_errors = 0
         self._client = client
         self._channels = channels
         self._clock = clock or SystemClock()
+        self._verifier = verifier
         self._state = MarketState(self.rejections)
         self._listeners: list[Listener] = []
         self._patterns = (channels.book_pattern(), channels.gas_pattern(), channels.pool_pattern())
@@ -94,7 +99,7 @@ class RemoteMarket:
         """Decode and apply one message from the bus; False (counted) when rejected."""
         self.stats.received += 1
         try:
-            message = decode_message(payload)
+            message = decode_message(payload, verifier=self._verifier)
         except DecodeError as exc:
             self._reject(exc.reason, exc.detail)
             return False

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message
 from bot.bus.publisher import route_by_type
+from bot.bus.signing import Verifier
 from bot.messages import Message
 
 CATCH_UP_PAGE = 500
@@ -55,18 +56,20 @@ class _Dispatch:
         on_reject: Callable[[bytes, DecodeError], None],
         count: int | None,
         expected_type: str | None,
+        verifier: Verifier | None,
     ) -> None:
         self.stats = stats
         self.on_message = on_message
         self.on_reject = on_reject
         self.count = count
         self.expected_type = expected_type
+        self.verifier = verifier
         self.seen: set[str] = set()
 
     def decode(self, payload: bytes) -> Message | None:
         self.stats.received += 1
         try:
-            return decode_message(payload, self.expected_type)
+            return decode_message(payload, self.expected_type, self.verifier)
         except DecodeError as exc:
             self.stats.rejected += 1
             self.on_reject(payload, exc)
@@ -127,10 +130,14 @@ async def follow(
     expected_type: str | None = None,
     on_ready: Callable[[], None] | None = None,
     catch_up: CatchUp | None = None,
+    verifier: Verifier | None = None,
 ) -> SubscriberStats:
-    """PSUBSCRIBE to `pattern` (after catching up from a stream if asked) until `count` valid messages arrived."""
+    """PSUBSCRIBE to `pattern` (after catching up from a stream if asked) until `count` valid messages arrived.
+
+    With a `verifier`, unsigned and badly signed messages are rejected (`unsigned`, `bad_signature`) like bad ones.
+    """
     stats = SubscriberStats()
-    dispatch = _Dispatch(stats, on_message, on_reject, count, expected_type)
+    dispatch = _Dispatch(stats, on_message, on_reject, count, expected_type, verifier)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.psubscribe(pattern)
     if on_ready is not None:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message
+from bot.bus.signing import Verifier
 from bot.clock import Clock, SystemClock
 from bot.messages import Decision, Fill, Signal
 
@@ -123,10 +124,12 @@ async def follow_outcomes(
     on_ready: Callable[[], None] | None = None,
     on_reject: Callable[[DecodeError], None] | None = None,
     clock: Clock | None = None,
+    verifier: Verifier | None = None,
 ) -> None:
     """Feed `tracker` from the signal, decision and fill channels until cancelled (off every role's hot path).
 
-    A message that does not decode goes to `on_reject` (count it) and is skipped. A lost subscription is
+    A message that does not decode (or, with a `verifier`, is unsigned or badly signed) goes to `on_reject`
+    (count it) and is skipped. A lost subscription is
     renewed after a jittered backoff (up to 30 s); `on_ready` is called each time the patterns are subscribed.
     """
     clock = clock or SystemClock()
@@ -141,7 +144,7 @@ async def follow_outcomes(
 
     while True:
         try:
-            await _follow_once(client, channels, tracker, subscribed, on_reject)
+            await _follow_once(client, channels, tracker, subscribed, on_reject, verifier)
         except (RedisError, OSError) as exc:
             delay = min(30.0, 0.5 * 2.0**failures) * rng.uniform(0.5, 1.0)
             failures += 1
@@ -155,6 +158,7 @@ async def _follow_once(
     tracker: DriftTracker,
     on_ready: Callable[[], None],
     on_reject: Callable[[DecodeError], None] | None,
+    verifier: Verifier | None,
 ) -> None:
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
@@ -165,7 +169,7 @@ async def _follow_once(
             if item.get("type") != "pmessage" or not isinstance(data, bytes):
                 continue
             try:
-                message = decode_message(data)
+                message = decode_message(data, verifier=verifier)
             except DecodeError as exc:
                 if on_reject is not None:
                     on_reject(exc)

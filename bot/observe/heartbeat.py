@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
+from bot.bus.signing import Signer
 from bot.clock import Clock, SystemClock
 from bot.messages import Heartbeat
 from bot.tasks import cancel_and_wait
@@ -63,7 +64,9 @@ class HeartbeatPublisher:
         clock: Clock | None = None,
         version: str | None = None,
         publish_timeout_s: float | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        """`signer`: sign every beat (when a signing key is configured)."""
         if not role:
             raise ValueError("a heartbeat needs a role name")
         if not interval_s > 0:
@@ -74,6 +77,7 @@ class HeartbeatPublisher:
         self._client = client
         self._channel = channels.heartbeat(role)
         self._counters = counters
+        self._signer = signer
         self._clock = clock or SystemClock()
         self._version = version or package_version()
         self._timeout_s = publish_timeout_s if publish_timeout_s is not None else min(interval_s, 2.0)
@@ -110,7 +114,7 @@ class HeartbeatPublisher:
 
     async def beat(self) -> bool:
         """Send one heartbeat; False (counted, logged at a bounded rate) if Redis failed or was too slow."""
-        payload = encode(self.message())
+        payload = encode(self.message(), self._signer)
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._client.publish(self._channel, payload)

@@ -13,8 +13,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
-from bot.bus.redis_url import redact_url
+from bot.bus.client import RedisAccess, config_secrets, redis_client
 from bot.bus.remote_market import RemoteMarket
+from bot.bus.secrets import SecretError, Secrets
+from bot.bus.signing import Signing
 from bot.clock import Clock
 from bot.config import RootConfig
 from bot.paper.executor import Executor
@@ -53,19 +55,26 @@ class PaperRole:
     """
 
     def __init__(
-        self, cfg: RootConfig, client: aioredis.Redis, clock: Clock | None = None, market_time: bool = False
+        self,
+        cfg: RootConfig,
+        client: aioredis.Redis,
+        clock: Clock | None = None,
+        market_time: bool = False,
+        signing: Signing | None = None,
     ) -> None:
         """`clock` and `market_time=True`: a backtest's simulated clock, and waits for books measured in
-        market time (see MarketHistory)."""
+        market time (see MarketHistory). `signing`: sign the fills, and reject decisions and market messages
+        that are unsigned or badly signed (with a key)."""
+        signing = signing or Signing()
         self.ledger = open_ledger(cfg)
         self.channels = Channels(cfg.redis.prefix)
-        self.market = RemoteMarket(client, self.channels, clock)
+        self.market = RemoteMarket(client, self.channels, clock, signing.verifier)
         self.history = MarketHistory(cfg.paper.book_history, market_time)
         self.history.attach(self.market)
         fees = {name: venue.taker_fee_bps for name, venue in cfg.venues.items()}
         executor = Executor(self.history, cfg.paper, fees)
         self.trader = PaperTrader(
-            client, self.channels, cfg.paper, executor, self.ledger, cfg.redis.stream_maxlen, clock
+            client, self.channels, cfg.paper, executor, self.ledger, cfg.redis.stream_maxlen, clock, signing
         )
         self._cfg = cfg
         self._consumer: asyncio.Task[None] | None = None
@@ -103,18 +112,26 @@ async def run_paper(
     cfg: RootConfig,
     duration_s: float | None = None,
     on_ready: Callable[[str], None] | None = None,
+    secrets: Secrets | None = None,
 ) -> TraderStats:
-    """Run the paper trader until SIGINT/SIGTERM (or `duration_s`); PaperError when Redis does not answer."""
-    client = aioredis.from_url(cfg.redis.url)
+    """Run the paper trader until SIGINT/SIGTERM (or `duration_s`); PaperError when Redis does not answer or a
+    secret cannot be read. `secrets`: the Redis password and signing key (default: those the config names)."""
+    try:
+        secrets = secrets or config_secrets(cfg)
+        access = RedisAccess.of(cfg.redis, secrets)
+    except SecretError as exc:
+        raise PaperError(str(exc)) from None
+    client = redis_client(access)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
         raise PaperError(
-            f"cannot reach Redis at {redact_url(cfg.redis.url)} ({exc}); is it running? set ARBBOT_REDIS_URL"
+            f"cannot reach Redis at {access.display} ({exc}); is it running? set ARBBOT_REDIS_URL "
+            "(and ARBBOT_REDIS_PASSWORD if it needs one)"
         ) from None
     try:
-        role = PaperRole(cfg, client)
+        role = PaperRole(cfg, client, signing=secrets.signing())
     except PaperError:
         await client.aclose()
         raise

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message, encode
 from bot.bus.publisher import publish_and_append
+from bot.bus.signing import Signing
 from bot.clock import Clock, SystemClock
 from bot.messages import Decision
 from bot.paper.executor import Executor, Rejected, unwind_fill
@@ -69,7 +70,9 @@ class PaperTrader:
         ledger: Ledger,
         fill_stream_maxlen: int,
         clock: Clock | None = None,
+        signing: Signing | None = None,
     ) -> None:
+        """`signing`: sign every fill published, and reject decisions that are unsigned or badly signed."""
         self.stats = TraderStats()
         self.rejections = RejectionCounter()
         self._client = client
@@ -79,6 +82,7 @@ class PaperTrader:
         self._ledger = ledger
         self._maxlen = fill_stream_maxlen
         self._clock = clock or SystemClock()
+        self._signing = signing or Signing()
         self._stream = channels.decision_stream()
         self._tasks = TaskSet()
         self._unwinding: set[str] = set()
@@ -212,7 +216,7 @@ class PaperTrader:
             self._reject(entry_id, "no_data", "entry has no data field")
         else:
             try:
-                decision = decode_message(payload, "decision")
+                decision = decode_message(payload, "decision", self._signing.verifier)
                 assert isinstance(decision, Decision)
                 self._executor.check(decision)
             except (DecodeError, Rejected) as exc:
@@ -262,6 +266,9 @@ class PaperTrader:
         return self._ledger.balances() if self._config.enforce_balances else None
 
     async def _publish(self, symbol: str, payload: bytes) -> None:
+        # The ledger keeps fills unsigned: each is signed as it goes out, with the key of this run.
+        if (signer := self._signing.signer) is not None:
+            payload = signer.sign_payload(payload)
         await publish_and_append(
             self._client, self._channels.fill(symbol), self._channels.fill_stream(), payload, self._maxlen
         )

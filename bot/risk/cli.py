@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
-from bot.bus.redis_url import redact_url
+from bot.bus.client import RedisAccess, config_secrets, redis_client
+from bot.bus.secrets import SecretError, Secrets
 from bot.clock import SystemClock
 from bot.config import ConfigError, RootConfig, load_config
 from bot.risk.forecast_window import spread_forecast
@@ -40,9 +40,17 @@ def _load(path: Path) -> RootConfig:
         raise _fail(str(exc)) from None
 
 
-def _redis_down(cfg: RootConfig, exc: BaseException) -> typer.Exit:
-    url = redact_url(cfg.redis.url)
-    return _fail(f"cannot reach Redis at {url} ({exc}); is it running? set redis.url or ARBBOT_REDIS_URL")
+def _redis_down(access: RedisAccess, exc: BaseException) -> typer.Exit:
+    return _fail(f"cannot reach Redis at {access.display} ({exc}); is it running? set redis.url or ARBBOT_REDIS_URL")
+
+
+def _access(cfg: RootConfig) -> tuple[RedisAccess, Secrets]:
+    """The config's Redis and secrets; one line (exit 2) when a secret cannot be read."""
+    try:
+        secrets = config_secrets(cfg)
+        return RedisAccess.of(cfg.redis, secrets), secrets
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
 
 
 @risk_app.callback()
@@ -67,18 +75,19 @@ def risk_command(
         stream=sys.stderr,
     )
     cfg = _load(config)
+    access, secrets = _access(cfg)
     try:
-        asyncio.run(_run(cfg, duration))
+        asyncio.run(_run(cfg, access, secrets, duration))
     except (RedisError, OSError) as exc:
-        raise _redis_down(cfg, exc) from None
+        raise _redis_down(access, exc) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
 
-async def _run(cfg: RootConfig, duration: float | None) -> None:
-    client = aioredis.from_url(cfg.redis.url)
+async def _run(cfg: RootConfig, access: RedisAccess, secrets: Secrets, duration: float | None) -> None:
+    client = redis_client(access)
     clock = SystemClock()
-    service = RiskService(cfg, client, clock, forecast=spread_forecast(cfg, clock))
+    service = RiskService(cfg, client, clock, forecast=spread_forecast(cfg, clock), signing=secrets.signing())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +96,7 @@ async def _run(cfg: RootConfig, duration: float | None) -> None:
         await client.ping()
         await service.start()
         print(
-            f"arbbot risk: following {service.channels.signal_stream()} at {redact_url(cfg.redis.url)}, "
+            f"arbbot risk: following {service.channels.signal_stream()} at {access.display}, "
             f"state {service.engine.limits.state}",
             file=sys.stderr,
             flush=True,
@@ -110,18 +119,20 @@ async def _run(cfg: RootConfig, duration: float | None) -> None:
 
 def _control(config: Path, command: str, reason: str) -> None:
     cfg = _load(config)
+    access, secrets = _access(cfg)
 
     async def send() -> int:
-        client = aioredis.from_url(cfg.redis.url)
+        client = redis_client(access)
         try:
-            return await send_control(client, Channels(cfg.redis.prefix), command, reason, SystemClock().now_ms())
+            channels, now = Channels(cfg.redis.prefix), SystemClock().now_ms()
+            return await send_control(client, channels, command, reason, now, secrets.signing().signer)
         finally:
             await client.aclose()
 
     try:
         receivers = asyncio.run(send())
     except (RedisError, OSError) as exc:
-        raise _redis_down(cfg, exc) from None
+        raise _redis_down(access, exc) from None
     print(f"arbbot risk: sent {command} to {receivers} risk service(s)")
     if receivers == 0:
         print("arbbot risk: no risk service is listening; it was not told", file=sys.stderr)

@@ -27,6 +27,7 @@ from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message, encode
 from bot.bus.publisher import Publisher, route_by_type
 from bot.bus.remote_market import RemoteEvent, RemoteMarket
+from bot.bus.signing import Signer, Signing
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
 from bot.messages import Control, Decision, Fill, RiskState, Signal
@@ -71,20 +72,24 @@ class RiskService:
         clock: Clock | None = None,
         forecast: SpreadForecast | None = None,
         bus_time_from_clock: bool = False,
+        signing: Signing | None = None,
     ) -> None:
         """`bus_time_from_clock`: take a signal's arrival time from `clock` rather than its stream id (a backtest
-        on a simulated clock, where stream ids carry wall time)."""
+        on a simulated clock, where stream ids carry wall time). `signing`: sign the decisions, and reject
+        signals, fills, control and market messages that are unsigned or badly signed (with a key)."""
         self.config = config
         self.channels = Channels(config.redis.prefix)
         self.clock = clock or SystemClock()
         self.rejections = RejectionCounter()
-        self.market = RemoteMarket(client, self.channels, self.clock)
+        self.signing = signing or Signing()
+        self._verifier = self.signing.verifier
+        self.market = RemoteMarket(client, self.channels, self.clock, self._verifier)
         fees = {name: venue.taker_fee_bps for name, venue in config.venues.items()}
         self.engine = RiskEngine(config.risk, self.market, fees, forecast)
         self.market.add_listener(self._on_market_event)
         self.publisher: Publisher[Decision] = Publisher(
             client, route_by_type(self.channels), config.redis.stream_maxlen, config.redis.publish_queue, self.clock,
-            name="publisher:decisions",
+            name="publisher:decisions", signer=self.signing.signer,
         )  # fmt: skip
         self.last_signal_id: str | None = None
         self.signals_handled = 0
@@ -166,7 +171,7 @@ class RiskService:
         try:
             if payload is None:
                 raise DecodeError("invalid_entry", f"stream entry {entry_id} has no data field")
-            message = decode_message(payload, "signal")
+            message = decode_message(payload, "signal", self._verifier)
         except DecodeError as exc:
             self.rejections.reject("signal", exc.reason, exc.detail)
         else:
@@ -239,7 +244,7 @@ class RiskService:
     def _apply_fill(self, payload: bytes | None, replayed: bool) -> None:
         self.fills_applied += 1
         try:
-            message = decode_message(payload or b"", "fill")
+            message = decode_message(payload or b"", "fill", self._verifier)
         except DecodeError as exc:
             self.rejections.reject("fill", exc.reason, exc.detail)
             return
@@ -303,7 +308,7 @@ class RiskService:
             if raw.get("type") != "message":
                 continue
             try:
-                message = decode_message(raw["data"], "control")
+                message = decode_message(raw["data"], "control", self._verifier)
             except DecodeError as exc:
                 self.rejections.reject("control", exc.reason, exc.detail)
                 continue
@@ -319,8 +324,16 @@ async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
-async def send_control(client: aioredis.Redis, channels: Channels, command: str, reason: str, now_ms: int) -> int:
-    """Publish a Control message to the risk role; the number of processes that received it."""
+async def send_control(
+    client: aioredis.Redis,
+    channels: Channels,
+    command: str,
+    reason: str,
+    now_ms: int,
+    signer: Signer | None = None,
+) -> int:
+    """Publish a Control message to the risk role (signed with `signer` when given); the number of processes that
+    received it."""
     control = Control.model_validate({"ts": now_ms, "role": ROLE, "command": command, "reason": reason})
-    receivers: int = await client.publish(channels.control(ROLE), encode(control))
+    receivers: int = await client.publish(channels.control(ROLE), encode(control, signer))
     return receivers
