@@ -262,10 +262,12 @@ async def _show_progress(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
             elapsed = loop.time() - started
-            if live is not None:
+            if live is not None and table is not None:
                 live.update(table.render(elapsed, wait), refresh=True)
-            else:
+            elif role is not None:
                 console.print(_status_line(elapsed, role, downstream))
+            else:
+                console.print(f"[{elapsed:5.1f}s]{downstream.line().removeprefix(' |')}")
     return loop.time() - started
 
 
