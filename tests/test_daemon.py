@@ -194,8 +194,10 @@ def test_a_bad_config_file_is_one_line(tmp_path: Path, subprocess_env: dict[str,
     bad = tmp_path / "bad.yaml"
     bad.write_text("symbols: [BTC/USDT]\nvenues: {}\ndaemon: {http_port: 99999}\n")
 
+    env = {key: value for key, value in subprocess_env.items() if key != "ARBBOT_HTTP_PORT"}  # it would win
+
     async def run() -> tuple[int, str]:
-        proc = await _start(subprocess_env, bad)
+        proc = await _start(env, bad)
         _out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode is not None
         return proc.returncode, err.decode()
