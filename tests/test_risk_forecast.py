@@ -25,7 +25,7 @@ from bot.risk.window import SpreadForecast
 
 NOW = 1_763_700_000_000
 
-# Mean path from 80 bps: -10 + 90 × 0.5^h = 35, 12.5, 1.25, …; lower bound 5 below: 30, 7.5, -3.75 → gone at step 3.
+# Mean path from 80 bps: -10 + 90 × 0.5^h = 35, 12.5, 1.25, -4.375 → gone at step 4 (the interval does not matter).
 FORECASTER = SpreadForecaster(-10.0, 0.5, 0.9, np.full(8, -5.0), np.full(8, 5.0))
 # Never reaches 0 within its 4 steps: mean stays at 50.
 STEADY = SpreadForecaster(50.0, 0.9, 0.9, np.full(4, -5.0), np.full(4, 5.0))
@@ -70,9 +70,9 @@ def _signal(**overrides: object) -> Signal:
     return make_signal(**fields)
 
 
-def test_lifetime_is_the_first_step_whose_lower_bound_reaches_zero() -> None:
-    assert remaining_lifetime_ms(FORECASTER, 80.0, 100.0) == pytest.approx(300.0)
-    assert remaining_lifetime_ms(FORECASTER, 20.0, 100.0) == pytest.approx(100.0)  # -10 + 15 - 5 = 0 at step 1
+def test_lifetime_is_the_first_step_whose_mean_path_reaches_zero() -> None:
+    assert remaining_lifetime_ms(FORECASTER, 80.0, 100.0) == pytest.approx(400.0)
+    assert remaining_lifetime_ms(FORECASTER, 20.0, 100.0) == pytest.approx(200.0)  # 5, then -2.5 at step 2
     assert remaining_lifetime_ms(FORECASTER, -1.0, 100.0) == 0.0
     assert remaining_lifetime_ms(STEADY, 60.0, 50.0) == pytest.approx(200.0)  # the whole horizon, no further
 
@@ -81,7 +81,7 @@ def test_the_symbol_file_comes_first_then_the_kind_file(tmp_path: Path) -> None:
     _save(tmp_path / "cex_cex.npz", STEADY)
     _save(tmp_path / "cex_cex__BTC-USDT.npz", FORECASTER)
     forecast = ModelSpreadForecast(tmp_path, ManualClock())
-    assert forecast(_signal(), 100.0) == pytest.approx(300.0)
+    assert forecast(_signal(), 100.0) == pytest.approx(400.0)
     assert forecast(_signal(symbol="ETH/USDT"), 100.0) == pytest.approx(400.0)  # the kind's file
     assert forecast(_signal(kind="cex_dex", buy_venue="uniswap_v2:0xabc"), 100.0) is None  # no file
     assert forecast(_signal(), None) is None  # interval not measured yet
@@ -103,7 +103,7 @@ def test_a_changed_file_is_read_again_after_the_check_interval(tmp_path: Path) -
     _save(tmp_path / "cex_cex.npz", FORECASTER)
     assert forecast(_signal(), 100.0) is None  # not looked at again yet
     clock.seconds += 5.0
-    assert forecast(_signal(), 100.0) == pytest.approx(300.0)
+    assert forecast(_signal(), 100.0) == pytest.approx(400.0)
 
 
 def test_spread_forecast_follows_the_scorer_model_dir(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_spread_forecast_follows_the_scorer_model_dir(tmp_path: Path) -> None:
     _save(tmp_path / "cex_cex.npz", FORECASTER)
     built = spread_forecast(RootConfig.model_validate({**base, "scorer": {"model_dir": str(tmp_path)}}))
     assert built is not None
-    assert built(_signal(), 10.0) == pytest.approx(30.0)
+    assert built(_signal(), 10.0) == pytest.approx(40.0)
 
 
 # ---------------------------------------------------------------- in the engine
@@ -147,9 +147,9 @@ def test_the_window_ends_where_the_forecast_says(tmp_path: Path) -> None:
     decision = engine.on_signal(_signal(), NOW, NOW)
     assert decision is not None
     assert decision.action == "execute"
-    # Key interval 100 ms (two books, each every 200 ms) × 3 steps, from when the gap was seen (now - 10 ms lag),
+    # Key interval 100 ms (two books, each every 200 ms) × 4 steps, from when the gap was seen (now - 10 ms lag),
     # minus the one-way order time (30 ms).
-    assert decision.window.deadline_ts == NOW - 10 + 300 - 30
+    assert decision.window.deadline_ts == NOW - 10 + 400 - 30
     assert engine.stats.forecasts == 1
 
 

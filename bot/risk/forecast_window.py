@@ -2,10 +2,11 @@
 
 `train` stores a SpreadForecaster (bot/model/forecast.py) with each model: a mean-reverting path of a key's net
 edge, step by step (one step per update of the key), with conformal intervals. The remaining lifetime of a gap is
-the first step at which the interval's **lower** bound of net edge reaches 0, times the key's update interval.
-The lower bound rather than the mean: the window is a promise that the edge is still there when the orders land,
-and the mean path reaches 0 only when about half of such gaps are already gone; the lower bound of the
-`level` interval is passed with probability about (1 − level) / 2 per step.
+the first step at which the **mean** path of net edge reaches 0, times the key's update interval: an expected
+lifetime, like the model's own `expected_lifetime_ms` it stands in for. (The interval's lower bound would be a
+promise rather than an expectation; on the demo market it reaches 0 at the first step for almost every gap, so
+every window closed before it opened and nothing traded. Risk already prices the chance that the gap is gone
+through the signal's score.)
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def remaining_lifetime_ms(forecaster: SpreadForecaster, net_edge_bps: float, interval_ms: float) -> float:
-    """Steps until the forecast's lower bound of net edge is ≤ 0, times `interval_ms`.
+    """Steps until the forecast's mean path of net edge is ≤ 0, times `interval_ms`.
 
-    0 when the edge is already ≤ 0; the forecaster's whole horizon when the bound stays above 0 (it sees no
+    0 when the edge is already ≤ 0; the forecaster's whole horizon when the path stays above 0 (it sees no
     further, so the window ends there).
     """
     if net_edge_bps <= 0.0:
         return 0.0
-    lower = forecaster.forecast(np.array([net_edge_bps], dtype=np.float64)).lower[0]
-    gone = np.flatnonzero(lower <= 0.0)
+    mean = forecaster.point(np.array([net_edge_bps], dtype=np.float64))[0]
+    gone = np.flatnonzero(mean <= 0.0)
     steps = int(gone[0]) + 1 if gone.size else forecaster.horizon
     return steps * interval_ms
 
