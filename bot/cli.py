@@ -866,6 +866,39 @@ def backtest(
     print("wrote " + ", ".join(str(path) for path in paths))
 
 
+@app.command()
+def drill(
+    name: Annotated[str, typer.Argument(help="venue-drops, redis-restart, malformed-flood or kill-roles")],
+    short: Annotated[bool, typer.Option("--short", help="the short form (well under a minute; what CI runs)")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write what it did and counted as JSON here")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a fault drill on loopback (private Redis): print what it did and counted; exit 1 if an invariant failed."""
+    from bot.drills import DRILLS, run_drill
+
+    _setup_logging(verbose)
+    if not verbose:  # the roles' warnings are what a drill provokes: show errors only (counted either way)
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.ERROR)
+    if name not in DRILLS:
+        raise _fail(f"unknown drill {name!r} (known: {', '.join(DRILLS)})")
+    if json_path is not None:
+        _output_folder(json_path, "--json")
+    try:
+        report = asyncio.run(run_drill(name, short, lambda line: print(line, flush=True)))
+    except RedisUnavailable as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    for line in report.summary_lines():
+        print(line)
+    if json_path is not None:
+        report.write(json_path)
+        print(f"counts written to {json_path}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the `arbbot` console script."""
     app()
