@@ -572,6 +572,53 @@ def bench_model(
     print(f"results written to {json_path}")
 
 
+@bench_app.command("all")
+def bench_all(
+    json_path: Annotated[Path, typer.Option("--json", help="write the results here")],
+    short: Annotated[bool, typer.Option("--short", help="seconds per part: a smoke run, not for README")] = False,
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated parts: throughput, scaling, latency, rss (default: all)")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(min=1.0, help="book updates/s in all (default 2,000)")] = None,
+    latency_duration: Annotated[
+        float | None, typer.Option(min=0.5, help="measured seconds per latency run (default 30)")
+    ] = None,
+    rss_duration: Annotated[
+        float | None, typer.Option(min=0.5, help="measured seconds of the memory run (default 600)")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="model folder for the model scorer's figures (default: models/)")
+    ] = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="leave the model scorer out")] = False,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis to use (default: a private redis-server on loopback)")
+    ] = None,
+) -> None:
+    """Tick → signal latency beside raw Redis, pipeline throughput vs ccxt.pro, cost as venues × symbols grow,
+    and the signals role's memory over a long run; rule and model scorers; each figure beside its goal."""
+    from bot.bench.procs import WorkerFailed
+    from bot.bench.report import format_report
+    from bot.bench.suite import DEFAULT_MODEL_DIR, run_all, settings
+
+    parts = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    folder = None if no_model else (model_dir or DEFAULT_MODEL_DIR).resolve()
+    if folder is not None and not (folder / "cex_cex.npz").is_file():
+        raise _fail(f"no model at {folder / 'cex_cex.npz'}: give --model-dir, or --no-model")
+    try:
+        run = settings(short, parts, rate, latency_duration, rss_duration, folder, redis_url)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if json_path.parent != Path():
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_all(run, lambda line: print(line, flush=True))
+    except (WorkerFailed, RedisUnavailable) as exc:
+        raise _fail(str(exc)) from None
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_report(result))
+    print(f"results written to {json_path}")
+
+
 import_app = typer.Typer(no_args_is_help=True, help="Turn real data files into recordings.")
 app.add_typer(import_app, name="import")
 

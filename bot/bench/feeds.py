@@ -9,6 +9,9 @@ Everything runs single-threaded in one process and is timed with `time.perf_coun
   levels, validate a `BookEvent`, update feed health, and `SignalEngine.on_event` (market state, `cex_cex`
   against a second venue's book of the symbol, rule scorer, opportunity tracker). `ratio` = pipeline / ccxt.
 - `scaling`: µs per book update through `SignalEngine.on_event` alone, for growing venue and symbol counts.
+- `model_scorer` (only when a model folder is given): the same pipeline passes and scaling points with the live
+  model scorer (`scorer.model_dir` set: the feature tracker on every event and evaluation, the LSTM on every
+  tradeable one), timed in the same run, alternating with the rule scorer's passes.
 
 Neither path includes the socket read nor the event-loop hop from ccxt's resolved future to the feed's watch
 loop: both would add the same cost to each side.
@@ -24,8 +27,9 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,8 +37,16 @@ import orjson
 from aiohttp import WSMessage, WSMsgType
 
 from bot.bench.machine import cpu_model
+from bot.bench.stack import MODEL_AGE_H
 from bot.clock import SystemClock
-from bot.config import CexCexConfig, RuleScorerConfig, SimSymbolConfig, SimulatorConfig, SimVenueConfig
+from bot.config import (
+    CexCexConfig,
+    RuleScorerConfig,
+    ScorerConfig,
+    SimSymbolConfig,
+    SimulatorConfig,
+    SimVenueConfig,
+)
 from bot.engine import SignalEngine
 from bot.events import BookEvent, Level
 from bot.feeds.ccxt_adapter import BookCopy, CcxtProClient, _copy
@@ -42,7 +54,12 @@ from bot.feeds.cex import CexVenueFeed
 from bot.feeds.health import FeedHealth
 from bot.market_state import Freshness
 from bot.messages import Signal
+from bot.model.features import FeatureTracker
+from bot.model.file import ModelFile
+from bot.model.predict import predict
 from bot.rejections import RejectionCounter
+from bot.scoring.base import Scorer
+from bot.scoring.model import ModelScorer
 from bot.scoring.rule import RuleScorer
 from bot.sim.market import MarketSimulator
 from bot.venues.base import Instrument, VenueServer
@@ -156,23 +173,35 @@ class _Capture:
     changes_per_frame: float
 
 
-def run_feeds_bench(quick: bool = False, *, evidence: dict[str, ProtocolEvidence] | None = None) -> dict[str, Any]:
+def run_feeds_bench(
+    quick: bool = False, *, evidence: dict[str, ProtocolEvidence] | None = None, model_dir: Path | None = None
+) -> dict[str, Any]:
     """Run the feeds benchmark in an event loop of its own and return the JSON-ready result.
 
     `evidence`, when given, receives each protocol's final books, to check the run against the venue server.
+    `model_dir` adds the model scorer's passes and scaling points (`model_scorer`), timed in the same run.
     """
+    return asyncio.run(measure_feeds(quick, evidence=evidence, model_dir=model_dir))
+
+
+async def measure_feeds(
+    quick: bool = False, *, evidence: dict[str, ProtocolEvidence] | None = None, model_dir: Path | None = None
+) -> dict[str, Any]:
+    """`run_feeds_bench` in the running event loop."""
     sizes = QUICK if quick else FULL
-    return asyncio.run(_bench(sizes, quick, evidence if evidence is not None else {}))
-
-
-async def _bench(sizes: _Sizes, quick: bool, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
+    evidence = evidence if evidence is not None else {}
     machine = _machine()  # before the run: its load average says whether other work shared the machine
     captures = [await _capture(protocol, sizes.frames) for protocol in PROTOCOLS]
     protocols = {}
+    model_protocols = {}
     for capture in captures:
-        protocols[capture.protocol] = await _measure_protocol(capture, sizes.repeats, evidence)
-    scaling = [_scaling_point(venues, symbols, sizes) for venues, symbols in SCALING_POINTS]
-    return {
+        row, model_row = await _measure_protocol(capture, sizes.repeats, evidence, model_dir)
+        protocols[capture.protocol] = row
+        if model_row is not None:
+            model_protocols[capture.protocol] = model_row
+    points = [_scaling_point(venues, symbols, sizes, model_dir) for venues, symbols in SCALING_POINTS]
+    scaling = [rule for rule, _ in points]
+    result = {
         "benchmark": "feeds",
         "quick": quick,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -181,6 +210,14 @@ async def _bench(sizes: _Sizes, quick: bool, evidence: dict[str, ProtocolEvidenc
         "scaling": scaling,
         "one_process_3x20": _one_process(protocols, scaling, 3, 20),
     }
+    if model_dir is not None:
+        result["model_scorer"] = {
+            "model_dir": str(model_dir),
+            "model": _model_name(model_dir),
+            "protocols": model_protocols,
+            "scaling": [model for _, model in points if model is not None],
+        }
+    return result
 
 
 def _one_process(protocols: Mapping[str, Any], scaling: Sequence[Mapping[str, Any]], venues: int, symbols: int) -> Any:
@@ -431,12 +468,56 @@ def _time_pipeline(
     return time.perf_counter_ns() - start
 
 
-def _engine(fees_bps: Mapping[str, float], health: FeedHealth, rejections: RejectionCounter) -> SignalEngine:
-    """Build the engine as the signals role does: cex_cex, the rule scorer, freshness from feed health."""
+@dataclass(slots=True)
+class _TimedPredict:
+    """The model scorer's `predict`, timed: how much of the model scorer's cost is the LSTM itself."""
+
+    ns: int = 0
+    batches: int = 0
+    rows: int = 0
+
+    def __call__(self, model: ModelFile, raw: Any) -> Any:
+        start = time.perf_counter_ns()
+        outputs = predict(model, raw)
+        self.ns += time.perf_counter_ns() - start
+        self.batches += 1
+        self.rows += len(raw)
+        return outputs
+
+
+@dataclass(slots=True)
+class _Scoring:
+    """What scores an engine: the rule scorer, or the model scorer with its feature tracker and timed predict."""
+
+    scorer: Scorer
+    tracker: FeatureTracker | None = None
+    model: ModelScorer | None = None
+    timed: _TimedPredict = field(default_factory=_TimedPredict)
+
+
+def _scoring(model_dir: Path | None) -> _Scoring:
+    """Build the scorer as `signals_role.build_scorer` does for `scorer.model_dir` (None: the rule scorer)."""
+    rule = RuleScorer(RuleScorerConfig())
+    if model_dir is None:
+        return _Scoring(rule)
+    settings = ScorerConfig(model_dir=model_dir, max_model_age_h=MODEL_AGE_H)
+    tracker = FeatureTracker(window=settings.feature_window)
+    timed = _TimedPredict()
+    model = ModelScorer(
+        model_dir, tracker, rule, timed, SystemClock(), settings.max_model_age_h, settings.reload_check_s
+    )
+    return _Scoring(model, tracker, model, timed)
+
+
+def _engine(
+    fees_bps: Mapping[str, float], health: FeedHealth, rejections: RejectionCounter, scoring: _Scoring | None = None
+) -> SignalEngine:
+    """Build the engine as the signals role does: cex_cex, the scorer, freshness from feed health."""
     config = CexCexConfig()
-    return SignalEngine(
+    scoring = scoring or _scoring(None)
+    engine = SignalEngine(
         [CexCexStrategy(config, fees_bps)],
-        RuleScorer(RuleScorerConfig()),
+        scoring.scorer,
         config,
         _discard,
         rejections,
@@ -444,6 +525,17 @@ def _engine(fees_bps: Mapping[str, float], health: FeedHealth, rejections: Rejec
         usable=Freshness(dict.fromkeys(fees_bps, STALE_AFTER_MS), health),
         health=health,
     )
+    if scoring.tracker is not None:
+        engine.add_market_listener(scoring.tracker.on_market_event)
+        engine.add_evaluation_listener(scoring.tracker.on_evaluations)
+    return engine
+
+
+def _check_model(scoring: _Scoring) -> None:
+    """Fail if the model scorer could not use its model: the run would time the rule scorer twice."""
+    model = scoring.model
+    if model is not None and (model.stats.load_errors or model.stats.by_rule or not model.stats.loads):
+        raise RuntimeError(f"the model scorer did not score with its model: {model.stats}")
 
 
 def _discard(signal: Signal) -> None:
@@ -456,11 +548,13 @@ async def _ccxt_pass(capture: _Capture, exchange: Any) -> int:
     return _time_ccxt(client, capture.frames)
 
 
-async def _pipeline_pass(capture: _Capture, adapter: CcxtProClient) -> tuple[int, SignalEngine, RejectionCounter]:
+async def _pipeline_pass(
+    capture: _Capture, adapter: CcxtProClient, scoring: _Scoring | None = None
+) -> tuple[int, SignalEngine, RejectionCounter]:
     """Time ccxt, then arbbot's feed and engine, over the frames; return the time and the engine."""
     client = await _subscribe(capture, adapter._exchange)
     health, rejections = FeedHealth(), RejectionCounter()
-    engine = _engine(FEES_BPS, health, rejections)
+    engine = _engine(FEES_BPS, health, rejections, scoring)
     now_ms = time.time_ns() // 1_000_000
     health.on_book(PEER, SYMBOL, now_ms, None)  # the peer's stream is live
     feed = CexVenueFeed(
@@ -472,18 +566,29 @@ async def _pipeline_pass(capture: _Capture, adapter: CcxtProClient) -> tuple[int
     return elapsed_ns, engine, rejections
 
 
-async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str, ProtocolEvidence]) -> dict[str, Any]:
+async def _measure_protocol(
+    capture: _Capture, repeats: int, evidence: dict[str, ProtocolEvidence], model_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Return the protocol's row, and its model scorer row when `model_dir` is given."""
     ccxt_ns: list[int] = []
     pipeline_ns: list[int] = []
+    model_passes: list[tuple[int, _Scoring]] = []
     adapter = _adapter(capture)
     exchange = adapter._exchange
     try:
-        for _ in range(repeats):  # alternate, so that changes in the machine's speed hit both sides alike
+        for _ in range(repeats):  # alternate, so that changes in the machine's speed hit every side alike
             ccxt_ns.append(await _ccxt_pass(capture, exchange))
             ccxt_book = _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000)
             elapsed_ns, engine, rejections = await _pipeline_pass(capture, adapter)
             pipeline_ns.append(elapsed_ns)
             pipeline_book = _copy(SYMBOL, exchange.orderbooks[SYMBOL], 10_000)
+            if model_dir is not None:
+                scoring = _preloaded(model_dir)
+                model_ns, model_engine, _ = await _pipeline_pass(capture, adapter, scoring)
+                _check_model(scoring)
+                if model_engine.stats.updates != len(capture.frames):
+                    raise RuntimeError("the model scorer's pipeline pass missed book updates")
+                model_passes.append((model_ns, scoring))
     finally:
         await adapter.close()
     frames = len(capture.frames)
@@ -497,7 +602,7 @@ async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str,
     )
     ccxt_s = statistics.median(ccxt_ns) / 1e9
     pipeline_s = statistics.median(pipeline_ns) / 1e9
-    return {
+    row = {
         "frames": frames,
         "changes_per_frame": round(capture.changes_per_frame, 1),
         "repeats": repeats,
@@ -508,16 +613,58 @@ async def _measure_protocol(capture: _Capture, repeats: int, evidence: dict[str,
         "pipeline_us_per_update": round(pipeline_s / frames * 1e6, 2),
         "arbbot_us_per_update": round((pipeline_s - ccxt_s) / frames * 1e6, 2),
     }
+    if not model_passes:
+        return row, None
+    model_s = statistics.median(ns for ns, _ in model_passes) / 1e9
+    return row, {
+        "pipeline_per_s": round(frames / model_s, 1),
+        "ratio": round(ccxt_s / model_s, 4),
+        "pipeline_us_per_update": round(model_s / frames * 1e6, 2),
+        "rule_pipeline_us_per_update": row["pipeline_us_per_update"],
+        "extra_us_per_update": round((model_s - pipeline_s) / frames * 1e6, 2),
+        **_lstm_share([scoring for _, scoring in model_passes], frames),
+    }
+
+
+def _preloaded(model_dir: Path) -> _Scoring:
+    """A model scorer with its model already loaded (the daemon loads it on the first opportunity)."""
+    scoring = _scoring(model_dir)
+    assert scoring.model is not None
+    scoring.model.model_for("cex_cex", SYMBOL)
+    return scoring
+
+
+def _model_name(model_dir: Path) -> str:
+    """The `name@version` the model scorer's signals carry."""
+    model = _preloaded(model_dir).model
+    assert model is not None
+    return model.model_for("cex_cex", SYMBOL)[0]
+
+
+def _lstm_share(passes: Sequence[_Scoring], updates: int) -> dict[str, float]:
+    """The LSTM's own share of the model scorer's passes, per update (averaged over the passes)."""
+    count = len(passes) * updates
+    return {
+        "scored_per_update": round(sum(s.timed.rows for s in passes) / count, 4),
+        "lstm_batches_per_update": round(sum(s.timed.batches for s in passes) / count, 4),
+        "lstm_us_per_update": round(sum(s.timed.ns for s in passes) / count / 1_000, 2),
+        "lstm_us_per_batch": round(
+            sum(s.timed.ns for s in passes) / max(1, sum(s.timed.batches for s in passes)) / 1_000, 2
+        ),
+    }
 
 
 # --- scaling --------------------------------------------------------------------------------------
 
 
-def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
+def _scaling_point(
+    venues: int, symbols: int, sizes: _Sizes, model_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Measure µs per book update through the engine, round-robin over venues × symbols, after a warm-up.
 
     cex_cex evaluates the updated venue against every other venue of the symbol (both directions), so the cost
-    per update grows with the venues per symbol, not with the number of symbols.
+    per update grows with the venues per symbol, not with the number of symbols. With `model_dir`, model scorer
+    passes alternate with the rule scorer's, and its row comes second (else None).
     """
     names = [f"v{i}" for i in range(venues)]
     symbol_configs = {
@@ -536,9 +683,16 @@ def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
         )
     fees_bps = {name: 2.0 + 0.5 * (i % 3) for i, name in enumerate(names)}
     warm, timed = events[:warmup], events[warmup : warmup + sizes.updates]
-    passes = [_engine_pass(warm, timed, fees_bps, start_ms) for _ in range(sizes.engine_repeats)]
+    passes: list[int] = []
+    model_passes: list[tuple[int, _Scoring]] = []
+    for _ in range(sizes.engine_repeats):
+        passes.append(_engine_pass(warm, timed, fees_bps, start_ms))
+        if model_dir is not None:
+            scoring = _preloaded(model_dir)
+            model_passes.append((_engine_pass(warm, timed, fees_bps, start_ms, scoring), scoring))
+            _check_model(scoring)
     us_per_update = statistics.median(passes) / sizes.updates / 1_000
-    return {
+    row = {
         "venues": venues,
         "symbols": symbols,
         "updates": sizes.updates,
@@ -546,19 +700,38 @@ def _scaling_point(venues: int, symbols: int, sizes: _Sizes) -> dict[str, Any]:
         "us_per_update": round(us_per_update, 2),
         "updates_per_s_capacity": round(1e6 / us_per_update, 1),
     }
+    if not model_passes:
+        return row, None
+    model_us = statistics.median(ns for ns, _ in model_passes) / sizes.updates / 1_000
+    # The warm-up's share is left out of the LSTM figures: only timed updates count.
+    return row, {
+        "venues": venues,
+        "symbols": symbols,
+        "us_per_update": round(model_us, 2),
+        "rule_us_per_update": row["us_per_update"],
+        "extra_us_per_update": round(model_us - us_per_update, 2),
+        "updates_per_s_capacity": round(1e6 / model_us, 1),
+        **_lstm_share([scoring for _, scoring in model_passes], sizes.updates),
+    }
 
 
 def _engine_pass(
-    warmup: Sequence[BookEvent], timed: Sequence[BookEvent], fees_bps: Mapping[str, float], now_ms: int
+    warmup: Sequence[BookEvent],
+    timed: Sequence[BookEvent],
+    fees_bps: Mapping[str, float],
+    now_ms: int,
+    scoring: _Scoring | None = None,
 ) -> int:
     """Feed a fresh engine the warm-up events, then time it over the others (ns)."""
     health, rejections = FeedHealth(), RejectionCounter()
-    engine = _engine(fees_bps, health, rejections)
+    engine = _engine(fees_bps, health, rejections, scoring)
     for event in warmup:
         health.on_book(event.venue, event.symbol, now_ms, None)  # every stream live, as the feeds would leave it
     on_event = engine.on_event
     for event in warmup:
         on_event(event)
+    if scoring is not None:
+        scoring.timed.ns = scoring.timed.batches = scoring.timed.rows = 0  # count the timed updates only
     gc.collect()
     start = time.perf_counter_ns()
     for event in timed:
