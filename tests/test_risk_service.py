@@ -357,9 +357,9 @@ async def test_decision_windows_end_where_the_spread_forecast_says(bus: Bus, tmp
     entries: Any = await bus.client.xrange(bus.channels.signal_stream())
     published_ms = int(entries[0][0].split(b"-")[0])
     (decision,) = await bus.decisions()
-    # Each book every 200 ms: the key updates every 100 ms; the lower bound reaches 0 at step 3; seen 10 ms
+    # Each book every 200 ms: the key updates every 100 ms; the mean path reaches 0 at step 4; seen 10 ms
     # (the feed lag) before it was published; orders take 30 ms one way.
-    assert decision.window.deadline_ts == published_ms - 10 + 300 - 30
+    assert decision.window.deadline_ts == published_ms - 10 + 400 - 30
     assert service.engine.stats.forecasts == 1
 
 
