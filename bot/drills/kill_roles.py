@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.bus.channels import Channels
 from bot.bus.local_redis import LocalRedis
-from bot.drills.audit import LedgerAudit, StreamAudit, audit_ledger, read_all
+from bot.drills.audit import LedgerAudit, StreamAudit, audit_ledger, read_all, read_stream
 from bot.drills.processes import RoleProcess
 from bot.drills.report import DrillReport
 from bot.drills.setup import BUSY_PAPER, BUSY_RISK, DRILL_PREFIX, role_env, write_drill_config
@@ -39,10 +39,12 @@ class Plan:
 
     rounds: int
     down_s: float  # how long a killed role stays down
+    pause_s: float  # how long risk is paused before its kill, so that it dies catching up
 
 
-SHORT = Plan(rounds=1, down_s=1.0)
-FULL = Plan(rounds=4, down_s=3.0)
+SHORT = Plan(rounds=1, down_s=1.0, pause_s=2.0)
+FULL = Plan(rounds=8, down_s=2.0, pause_s=3.0)
+CATCH_UP_S = 0.05
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class Probe:
         self.channels = channels
         self.ledger = ledger
         self.group = group
+        self.lost_decisions: list[tuple[str, str]] = []
+        """(opportunity, signal id) that a killed risk process had saved as decided but never published."""
 
     async def length(self, stream: str) -> int:
         """Entries in `stream` (0 while Redis does not answer)."""
@@ -99,6 +103,14 @@ class Probe:
                 return None if lag is None else int(lag)
         return None
 
+    async def saved_not_published(self) -> list[tuple[str, str]]:
+        """(opportunity, signal id) pairs risk saved as decided (`acted`) whose decision is not in the stream."""
+        acted: dict[Any, Any] = await self.client.hgetall(self.channels.key("risk", "acted"))
+        decisions, _ = await read_stream(self.client, self.channels.decision_stream(), "decision")
+        decided = {decision.signal_id for decision in decisions}
+        pairs = [(_text(opportunity), _text(signal_id)) for opportunity, signal_id in acted.items()]
+        return sorted(pair for pair in pairs if pair[1] not in decided)
+
     async def risk_caught_up(self) -> bool:
         """Risk has handled the last entry of the signal stream."""
         last: list[Any] = await self.client.xrevrange(self.channels.signal_stream(), count=1) or []
@@ -106,6 +118,10 @@ class Probe:
             return True
         saved = await self.client.get(self.channels.key("risk", "last_signal_id"))
         return saved is not None and saved == last[0][0]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
@@ -152,7 +168,7 @@ async def run_kill_roles(report: DrillReport, short: bool, workdir: Path) -> Non
         report.check("drained and stopped cleanly", drained, "risk handled every signal; paper every decision")
         audit = await read_all(client, channels)
         ledger = audit_ledger(probe.ledger, audit)
-        _count(report, roles, audit, ledger)
+        _count(report, roles, audit, ledger, probe)
         _verdict(report)
     finally:
         for role in roles.all():
@@ -181,9 +197,17 @@ async def _kill_and_restart(
     if role.name == "paper":
         holding = await _eventually(lambda: _more(probe.pending(), 0), IN_FLIGHT_WAIT_S)
         in_flight = f", {await probe.pending()} decision(s) unacknowledged" if holding else ", none in flight"
+    elif role.name == "risk":
+        in_flight = await _busy(role, probe, plan)
     pid = role.pid
     await role.kill()
     report.step(f"round {round_no}: SIGKILL {role.name} (pid {pid}){in_flight}; down for {plan.down_s:g} s")
+    if role.name == "risk":
+        # What the dead process left: opportunities saved as decided whose decision never reached the stream.
+        lost = [pair for pair in await probe.saved_not_published() if pair not in probe.lost_decisions]
+        probe.lost_decisions.extend(lost)
+        if lost:
+            report.step(f"round {round_no}: risk had saved {len(lost)} decision(s) as made, never published: {lost}")
     await asyncio.sleep(plan.down_s)  # the role stays down a while: the others go on without it
     mark = await _progress_mark(role, probe)
     if not await role.start():
@@ -199,6 +223,18 @@ async def _kill_and_restart(
         progressed = await wait_for(lambda: probe.recorded() > mark, PROGRESS_TIMEOUT_S)
     report.step(f"round {round_no}: {role.name} restarted (pid {role.pid}); made progress: {progressed}")
     return progressed
+
+
+async def _busy(role: RoleProcess, probe: Probe, plan: Plan) -> str:
+    """Pause risk while signals pile up in the stream, let it go, and return just as it is catching up: the kill
+    then lands in the middle of a burst of decisions, between deciding, saving its progress and publishing."""
+    role.pause()
+    signals = await probe.length(probe.channels.signal_stream())
+    await asyncio.sleep(plan.pause_s)  # the backlog builds while risk is paused
+    backlog = await probe.length(probe.channels.signal_stream()) - signals
+    role.resume()
+    await asyncio.sleep(CATCH_UP_S)  # it is catching up now
+    return f", {backlog} signals behind after a {plan.pause_s:g} s pause, {CATCH_UP_S * 1000:g} ms into catching up"
 
 
 async def _progress_mark(role: RoleProcess, probe: Probe) -> int:
@@ -231,7 +267,7 @@ async def _drain(report: DrillReport, roles: Roles, probe: Probe) -> bool:
     return risk_done and paper_drained and all(code == 0 for code in codes.values())
 
 
-def _count(report: DrillReport, roles: Roles, streams: StreamAudit, ledger: LedgerAudit) -> None:
+def _count(report: DrillReport, roles: Roles, streams: StreamAudit, ledger: LedgerAudit, probe: Probe) -> None:
     report.counts.update(
         {
             "kills": {role.name: role.kills for role in roles.all()},
@@ -246,6 +282,8 @@ def _count(report: DrillReport, roles: Roles, streams: StreamAudit, ledger: Ledg
             "signals_decided_twice": streams.signals_decided_twice,
             "episodes_decided_twice": streams.episodes_decided_twice,
             "undecided_episodes": streams.undecided_episodes,
+            "decisions_lost_in_risk_kills": len(probe.lost_decisions),
+            "lost_in_risk_kills": [f"opportunity {o}, signal {sid}" for o, sid in probe.lost_decisions],
             "decisions_without_signal": streams.decisions_without_signal,
             "fills_published": streams.fills_published,
             "fills_unique": streams.fills_unique,
@@ -284,7 +322,8 @@ def _verdict(report: DrillReport) -> None:
     report.check(
         "every opportunity decided",
         c["undecided_episodes"] == 0,
-        f"{c['undecided_episodes']} of {c['opportunity_episodes']} episodes with no decision in the stream",
+        f"{c['undecided_episodes']} of {c['opportunity_episodes']} episodes with no decision in the stream; "
+        f"{c['decisions_lost_in_risk_kills']} saved as decided by a killed risk process that never published them",
     )
     report.check(
         "no decision filled twice",

@@ -83,6 +83,17 @@ class RoleProcess:
             await self._reap(signal.SIGKILL)
             self.kills += 1
 
+    def pause(self) -> None:
+        """SIGSTOP the running role (it keeps its connections but does nothing until `resume`)."""
+        if self.check_alive():
+            assert self._process is not None
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused role."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGCONT)
+
     async def _reap(self, sig: signal.Signals) -> None:
         if self._process is not None:
             self._process.send_signal(sig)

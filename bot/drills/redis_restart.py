@@ -173,7 +173,7 @@ async def run_redis_restart(report: DrillReport, short: bool, _workdir: Path) ->
     stream_sub = Follower(redis.url, channels, stream=True)
     pubsub_sub = Follower(redis.url, channels, stream=False)
     tasks: list[asyncio.Task[None]] = []
-    restarted_at: list[float] = []
+    outages: list[OutageOutcome] = []
     try:
         with ErrorCounter() as errors, WarningCounter("bot.queues") as drop_warnings:
             for follower, name in ((stream_sub, "stream"), (pubsub_sub, "pubsub")):
@@ -187,7 +187,7 @@ async def run_redis_restart(report: DrillReport, short: bool, _workdir: Path) ->
             )
             await asyncio.sleep(plan.between_s)  # publishing with Redis up
             for outage in plan.outages:
-                restarted_at.append(await _outage(report, redis, feeder, publisher, outage))
+                outages.append(await _outage(report, redis, feeder, publisher, outage))
                 await asyncio.sleep(plan.between_s)  # publishing with Redis up again
             await _cancel(tasks[-1:])  # the feeder: no more signals
             report.step(f"stopped feeding after {feeder.submitted} signals; waiting for the publisher to flush")
@@ -198,7 +198,7 @@ async def run_redis_restart(report: DrillReport, short: bool, _workdir: Path) ->
             caught_up = await wait_for(lambda: feeder.accepted <= stream_sub.seen, FLUSH_TIMEOUT_S)
             report.step(f"publisher flushed: {flushed}; stream subscriber has every accepted signal: {caught_up}")
             await publisher.close()
-        _count(report, plan, redis, feeder, publisher, stream_sub, pubsub_sub, stream_ids, restarted_at)
+        _count(report, plan, redis, feeder, publisher, stream_sub, pubsub_sub, stream_ids, outages)
         report.counts["drop_warnings"] = drop_warnings.count
         report.counts["crashes"] = errors.count
         if errors.first:
@@ -210,22 +210,55 @@ async def run_redis_restart(report: DrillReport, short: bool, _workdir: Path) ->
         await redis.close()
 
 
+@dataclass(frozen=True, slots=True)
+class OutageOutcome:
+    """One outage as the publisher lived it."""
+
+    restarted: float  # time.monotonic() when Redis answered again
+    submitted_while_down: int
+    queued_at_restart: int
+    dropped_while_down: int
+    resumed_after_s: float | None  # from Redis answering to the publisher's next successful publish
+    dropped_after_restart: int  # dropped between Redis answering and the publisher resuming
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "submitted_while_down": self.submitted_while_down,
+            "queued_at_restart": self.queued_at_restart,
+            "dropped_while_down": self.dropped_while_down,
+            "publisher_resumed_after_s": None if self.resumed_after_s is None else round(self.resumed_after_s, 2),
+            "dropped_after_restart": self.dropped_after_restart,
+        }
+
+
 async def _outage(
     report: DrillReport, redis: DurableRedis, feeder: Feeder, publisher: SignalPublisher, outage: Outage
-) -> float:
-    """Stop Redis with the outage's signal, keep publishing while it is down, start it again; when it answered."""
-    before = feeder.submitted
+) -> OutageOutcome:
+    """Stop Redis with the outage's signal, keep publishing while it is down, start it again, and wait until the
+    publisher publishes again."""
+    submitted, dropped = feeder.submitted, publisher.dropped
     code = await redis.stop(outage.sig)
     report.step(f"redis-server stopped with {outage.sig.name} (exit {code}); down for {outage.down_s:g} s")
     await asyncio.sleep(outage.down_s)  # the outage itself
-    queued = publisher.pending
     await redis.start()
     restarted = time.monotonic()
-    report.step(
-        f"redis-server started again on port {redis.port}: {feeder.submitted - before} signals submitted while "
-        f"down, {queued} queued, {publisher.dropped} dropped so far"
+    queued, published, dropped_down = publisher.pending, publisher.stats.published, publisher.dropped - dropped
+    resumed = await wait_for(lambda: publisher.stats.published > published, FLUSH_TIMEOUT_S, 0.01)
+    outcome = OutageOutcome(
+        restarted,
+        feeder.submitted - submitted,
+        queued,
+        dropped_down,
+        time.monotonic() - restarted if resumed else None,
+        publisher.dropped - dropped - dropped_down,
     )
-    return restarted
+    report.step(
+        f"redis-server answers again on port {redis.port}: {outcome.submitted_while_down} signals submitted while "
+        f"down, {queued} queued, {dropped_down} dropped; the publisher resumed after "
+        f"{outcome.resumed_after_s if outcome.resumed_after_s is None else round(outcome.resumed_after_s, 2)} s, "
+        f"dropping {outcome.dropped_after_restart} more meanwhile"
+    )
+    return outcome
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
@@ -242,7 +275,7 @@ def _count(
     stream_sub: Follower,
     pubsub_sub: Follower,
     stream_ids: list[str],
-    restarted_at: list[float],
+    outages: list[OutageOutcome],
 ) -> None:
     in_stream = set(stream_ids) - {""}
     report.counts.update(
@@ -268,9 +301,10 @@ def _count(
             "stream_subscriber_restarts": stream_sub.restarts,
             "pubsub_received": pubsub_sub.delivered,
             "pubsub_missed": len(feeder.accepted - pubsub_sub.seen),  # at most once by design: the stream has them
-            "pubsub_after_each_restart": [pubsub_sub.after(moment) for moment in restarted_at],
+            "pubsub_after_each_restart": [pubsub_sub.after(o.restarted) for o in outages],
+            "outages": [o.to_json() for o in outages],
             "pubsub_subscriber_restarts": pubsub_sub.restarts,
-            "subscriber_failures": stream_sub.failures + pubsub_sub.failures,
+            "subscriber_failures": sorted(set(stream_sub.failures + pubsub_sub.failures)),
             "rejected": stream_sub.rejected + pubsub_sub.rejected,
         }
     )
