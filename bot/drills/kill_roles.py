@@ -152,7 +152,7 @@ async def run_kill_roles(report: DrillReport, short: bool, workdir: Path) -> Non
     try:
         report.step(f"private Redis {redis.url}; starting risk and paper, then signals, as processes")
         started = await roles.risk.start() and await roles.paper.start()
-        report.step(f"risk and paper ready ({_pids(roles)})")
+        report.step(f"risk (pid {roles.risk.pid}) and paper (pid {roles.paper.pid}) ready")
         started = started and await roles.signals.start()
         report.check("roles started", started, _pids(roles))
         if not started:
