@@ -37,15 +37,17 @@ def _latency(result: Mapping[str, Any]) -> list[str]:
         f"Tick → signal at {section['rate_per_s']:,.0f} book updates/s ({section['venues']} venues × "
         f"{section['symbols']} symbols, {section['duration_s']:g} s per row):",
         "",
-        "| path | p50 ms | p99 ms | p99.9 ms | max ms | signals | updates/s | CPU % signals · venues · others |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| path | p50 ms | p99 ms | p99.9 ms | max ms | signals | updates/s | CPU % signals · venues · others "
+        "| role CPU µs/update |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for scorer, row in section["by_scorer"].items():
         cpu = row["cpu_pct"]
         lines.append(
             f"| venue → ccxt.pro → arbbot ({scorer} scorer) → Redis → subscriber | {row['p50_ms']:.3f} "
             f"| {row['p99_ms']:.3f} | {row['p999_ms']:.3f} | {row['max_ms']:.2f} | {row['samples']:,} "
-            f"| {row['rate_per_s']:,.0f} | {cpu['signals']:.0f} · {cpu['venues']:.0f} · {cpu['others']:.0f} |"
+            f"| {row['rate_per_s']:,.0f} | {cpu['signals']:.0f} · {cpu['venues']:.0f} · {cpu['others']:.0f} "
+            f"| {cpu_us_per_update(cpu['signals'], row['rate_per_s']):.0f} |"
         )
     raw = section["raw_redis"]
     dropped = {scorer: row["role"]["dropped"] for scorer, row in section["by_scorer"].items()}
@@ -53,6 +55,7 @@ def _latency(result: Mapping[str, Any]) -> list[str]:
         f"| raw Redis PUBLISH → PSUBSCRIBE | {raw['p50_ms']:.3f} | {raw['p99_ms']:.3f} | {raw['p999_ms']:.3f} "
         f"| {raw['max_ms']:.2f} | {raw['samples']:,} | {raw['rate_per_s']:,.0f} | |"
     )
+    lines += ["", _role_line("In the signals role", {s: row["role"] for s, row in section["by_scorer"].items()})]
     missing = {scorer: row["triggering_without_signal"] for scorer, row in section["by_scorer"].items()}
     if any(missing.values()):
         counts = ", ".join(
@@ -66,6 +69,21 @@ def _latency(result: Mapping[str, Any]) -> list[str]:
         counts = ", ".join(f"{count:,} ({scorer})" for scorer, count in dropped.items())
         lines += ["", f"Signals or updates the signals role dropped (a full queue): {counts}."]
     return lines
+
+
+def cpu_us_per_update(cpu_pct: float, updates_per_s: float) -> float:
+    """CPU time a process spent per book update sent to it, from its share of a core and the update rate."""
+    return cpu_pct / 100.0 / updates_per_s * 1e6 if updates_per_s > 0 else 0.0
+
+
+def _role_line(head: str, roles: Mapping[str, Mapping[str, Any]]) -> str:
+    """How late the role's event loop ran and how far its publishers fell behind, per run."""
+    parts = [
+        f"{role['loop_lag_p50_ms']:.1f} ms at p50, {role['loop_lag_max_ms']:,.0f} ms at most, signal queue up to "
+        f"{role['signal_queue_max']:,}, book queue up to {role['market_queue_max']:,} ({name})"
+        for name, role in roles.items()
+    ]
+    return f"{head}, a 100 ms timer ran late by " + "; ".join(parts) + "."
 
 
 def _throughput(result: Mapping[str, Any]) -> list[str]:
@@ -133,10 +151,14 @@ def _rss(result: Mapping[str, Any]) -> list[str]:
         f"books, {section['rate_per_s']:,.0f} updates/s, {section['scorer']} scorer, {section['duration_s']:g} s "
         f"after a {section['warmup_s']:g} s warm-up: start {section['start_mb']:.0f} MB, end {section['end_mb']:.0f} "
         f"MB, peak {section['peak_mb']:.0f} MB, growth {section['growth_pct']:+.1f} % (CPU: signals role "
-        f"{section['cpu_pct']['signals']:.0f} %, venues {section['cpu_pct']['venues']:.0f} %, other processes "
+        f"{section['cpu_pct']['signals']:.0f} %, "
+        f"{cpu_us_per_update(section['cpu_pct']['signals'], section['rate_per_s']):.0f} µs per update; venues "
+        f"{section['cpu_pct']['venues']:.0f} %, other processes "
         f"{section['cpu_pct']['others']:.0f} % of a core). The engine applied "
         f"{section['engine_updates_per_s']:,.0f} updates/s (ccxt.pro hands a slow reader the latest book, not every "
         f"one); {section['role']['dropped']:,} signals or updates dropped.",
+        "",
+        _role_line("In the signals role", {section["scorer"]: section["role"]}),
     ]
 
 

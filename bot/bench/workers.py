@@ -34,6 +34,8 @@ from bot.messages import Message, Signal
 from bot.signals_role import SignalsRole
 from bot.tasks import cancel_and_wait
 
+LOOP_WATCH_S = 0.1
+
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
     """Run the coroutines until the first ends (raising what it raised), then cancel the others."""
@@ -46,6 +48,34 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
     finally:
         for task in tasks:
             await cancel_and_wait(task)
+
+
+class _LoopWatch:
+    """How late the role's event loop runs a timer, and how many messages wait in its publishers' queues."""
+
+    def __init__(self, role: SignalsRole) -> None:
+        self._role = role
+        self.lags_ms: list[float] = []
+        self.signal_backlog = 0
+        self.market_backlog = 0
+
+    async def run(self) -> None:
+        while True:
+            due = time.perf_counter() + LOOP_WATCH_S
+            await asyncio.sleep(LOOP_WATCH_S)
+            self.lags_ms.append((time.perf_counter() - due) * 1e3)
+            self.signal_backlog = max(self.signal_backlog, self._role.publisher.pending)
+            if self._role.market_publisher is not None:
+                self.market_backlog = max(self.market_backlog, self._role.market_publisher.publisher.pending)
+
+    def summary(self) -> dict[str, Any]:
+        lags = sorted(self.lags_ms) or [0.0]
+        return {
+            "loop_lag_p50_ms": round(lags[len(lags) // 2], 2),
+            "loop_lag_max_ms": round(lags[-1], 2),
+            "signal_queue_max": self.signal_backlog,
+            "market_queue_max": self.market_backlog,
+        }
 
 
 async def signals(spec: dict[str, Any], ready: Callable[[], None], stop: asyncio.Event) -> dict[str, Any]:
@@ -68,11 +98,15 @@ async def signals(spec: dict[str, Any], ready: Callable[[], None], stop: asyncio
     ready_s = time.monotonic() - started
     ready_mb = rss_mb()
     ready()
+    loop = _LoopWatch(role)
+    watching = asyncio.get_running_loop().create_task(loop.run(), name="loop-watch")
     await stop.wait()
+    await cancel_and_wait(watching)
     await role.stop()
     await client.aclose()
     stats = role.engine.stats
     return {
+        **loop.summary(),
         "live_after_s": round(ready_s, 3),
         "ready_rss_mb": round(ready_mb, 1),
         "end_rss_mb": round(rss_mb(), 1),
