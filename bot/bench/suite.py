@@ -98,7 +98,8 @@ async def _run_all(run: AllSettings, progress: Callable[[str], None]) -> dict[st
     with tempfile.TemporaryDirectory(prefix="arbbot-bench-") as folder:
         workdir = Path(folder)
         if "throughput" in run.parts or "scaling" in run.parts:
-            progress("throughput and scaling: ccxt.pro alone vs ccxt.pro + arbbot, rule and model scorers")
+            scorers = "rule and model scorers" if run.model_dir is not None else "rule scorer"
+            progress(f"throughput and scaling: ccxt.pro alone vs ccxt.pro + arbbot, {scorers}")
             feeds = await _feeds(run, workdir)
             if "throughput" in run.parts:
                 result["throughput"] = throughput(feeds)
