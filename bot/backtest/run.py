@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,6 +30,7 @@ from bot.bus.channels import Channels
 from bot.bus.local_redis import LocalRedis, redis_answers
 from bot.bus.publisher import Publisher, SignalPublisher, route_by_type
 from bot.config import RootConfig
+from bot.engine import EngineStats
 from bot.events import BookEvent, GasEvent, MarketEvent, PoolEvent
 from bot.messages import BookMessage, GasMessage, MarketMessage, PoolMessage, Signal
 from bot.paper.service import PaperRole
@@ -116,7 +116,7 @@ class Chain:
         self._since_sync = 0
 
     @property
-    def engine_stats(self) -> Any:
+    def engine_stats(self) -> EngineStats:
         return self._replayer.engine.stats
 
     async def start(self) -> None:

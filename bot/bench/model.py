@@ -210,7 +210,7 @@ class _NumpySide:
 
         self.lstm = LSTM.init(FEATURES, HIDDEN, num_layers, rng, np.float32)
         self.heads = Heads.init(HIDDEN, rng, np.float32)
-        self.adam = Adam({**self.lstm.params, **self.heads.params}, lr=1e-3)
+        self.adam = Adam({**self.lstm.params, **self.heads.params}, lr=1e-3, on_step=self.lstm.parameters_changed)
 
     def forward(self, x: Any) -> Any:
         return self.lstm.forward(x)
