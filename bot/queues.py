@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -10,6 +11,15 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Empty(enum.Enum):
+    """The type of `EMPTY`: what `get_nowait` returns from an empty queue."""
+
+    EMPTY = enum.auto()
+
+
+EMPTY = Empty.EMPTY
 
 WARN_INTERVAL_S = 5.0
 
@@ -43,6 +53,13 @@ class BoundedQueue(Generic[T]):
     async def get(self) -> T | None:
         """The next item, or None after `close()`."""
         return await self._queue.get()
+
+    def get_nowait(self) -> T | Empty | None:
+        """The next item without waiting: `EMPTY` when there is none, None after `close()`."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return EMPTY
 
     async def close(self) -> None:
         """Queue the end marker (waits for room: nothing already accepted is skipped)."""

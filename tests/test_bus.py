@@ -6,11 +6,13 @@ import asyncio
 import shutil
 import sys
 import uuid
+from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
 from helpers import eventually, free_port, make_signal
+from redis.exceptions import ConnectionError as RedisConnectionError
 from test_messages import BOOK, make_control, make_decision, make_fill
 
 from bot.bus.channels import Channels
@@ -134,3 +136,66 @@ async def test_generic_publisher_routes_each_message_by_type(redis_url: str) -> 
     assert [fields[b"data"] for _, fields in decisions] == [encode(sent[0])]
     assert [fields[b"data"] for _, fields in fills] == [encode(sent[1])]
     assert sorted(stream_keys) == sorted([channels.decision_stream().encode(), channels.fill_stream().encode()])
+
+
+class _LosesOneReply(aioredis.Redis):
+    """Fault injection (a dropped connection cannot be timed from outside): the first pipeline that executes goes
+    through on the real Redis, and then its reply is lost (ConnectionError), as when a link dies after EXEC."""
+
+    replies_lost = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def execute_then_lose_the_reply(raise_on_error: bool = True) -> list[Any]:
+            result = await execute(raise_on_error)
+            if self.replies_lost == 0:
+                self.replies_lost += 1
+                raise RedisConnectionError("reply lost (injected)")
+            return result
+
+        pipe.execute = execute_then_lose_the_reply  # type: ignore[method-assign]
+        return pipe
+
+
+async def test_publish_with_writes_message_and_state_together_once_even_when_a_reply_is_lost(redis_url: str) -> None:
+    client = _LosesOneReply.from_url(redis_url)
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    publisher: Publisher[Message] = Publisher(client, route_by_type(channels), stream_maxlen=1000, queue_size=10)
+    state_key = channels.key("risk", "last_signal_id")
+    decision = make_decision()
+
+    async def applied() -> bool:
+        return await client.get(state_key) == b"7-0"
+
+    try:
+        assert await publisher.publish_with(decision, lambda pipe: pipe.set(state_key, "7-0"), applied)
+        assert not await publisher.publish_with(
+            make_decision(symbol=None), lambda pipe: pipe.set(state_key, "8-0"), applied
+        )
+        entries = await client.xrange(channels.decision_stream())
+        saved = await client.get(state_key)
+    finally:
+        await client.delete(channels.decision_stream(), state_key)
+        await client.aclose()
+    assert client.replies_lost == 1
+    assert [fields[b"data"] for _, fields in entries] == [encode(decision)]  # applied once, not again on the retry
+    assert saved == b"7-0"  # the unroutable message wrote nothing, its state included
+    assert (publisher.stats.published, publisher.stats.redis_errors, publisher.stats.unroutable) == (1, 1, 1)
+
+
+async def test_publisher_sends_what_queued_up_in_one_round_trip_in_order(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=1000)
+    burst = [_signal() for _ in range(300)]
+    assert all(publisher.submit(signal) for signal in burst)
+    publisher.start()
+    await publisher.close()
+    entries = await client.xrange(channels.signal_stream())
+    await client.delete(channels.signal_stream())
+    await client.aclose()
+    assert [fields[b"data"] for _, fields in entries] == [encode(signal) for signal in burst]
+    assert publisher.stats.published == 300
+    assert publisher.stats.batches == 2  # 256 + 44: the queue drained in batches, not one write per message

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
@@ -26,12 +29,17 @@ from bot.messages import (
     PoolMessage,
     Signal,
 )
-from bot.queues import BoundedQueue
+from bot.queues import EMPTY, BoundedQueue
 from bot.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+
+MAX_BATCH = 256
+"""Most queued messages sent in one pipeline."""
+PROBE_INTERVAL_S = 0.1
+"""While backing off after a Redis error, how often to ask whether Redis answers again."""
 
 Route = tuple[str, str | None]
 """(pub/sub channel, stream or None) a message goes to."""
@@ -72,10 +80,15 @@ async def publish_and_append(
     """PUBLISH `payload` on `channel` and XADD it (field `data`) to `stream` capped near `stream_maxlen` (None:
     pub/sub only), in one round trip; RedisError as Redis raises it."""
     async with client.pipeline(transaction=False) as pipe:
-        pipe.publish(channel, payload)
-        if stream is not None:
-            pipe.xadd(stream, {"data": payload}, maxlen=stream_maxlen, approximate=True)
+        add_publish(pipe, channel, stream, payload, stream_maxlen)
         await pipe.execute()
+
+
+def add_publish(pipe: Pipeline, channel: str, stream: str | None, payload: bytes, stream_maxlen: int) -> None:
+    """Queue on `pipe` the PUBLISH of `payload` on `channel` and its XADD to `stream` (None: pub/sub only)."""
+    pipe.publish(channel, payload)
+    if stream is not None:
+        pipe.xadd(stream, {"data": payload}, maxlen=stream_maxlen, approximate=True)
 
 
 @dataclass(slots=True)
@@ -83,6 +96,8 @@ class PublisherStats:
     """What the publisher did."""
 
     published: int = 0
+    batches: int = 0
+    """Round trips the queued messages took (published ÷ batches: messages per write)."""
     redis_errors: int = 0
     unroutable: int = 0
 
@@ -152,25 +167,89 @@ class Publisher(Generic[M]):
             await cancel_and_wait(self._writer)
         self._writer = None
 
-    async def _write(self) -> None:
-        while (item := await self._queue.get()) is not None:
-            await self._publish_until_done(*item)
-
-    async def _publish_until_done(self, message: M, route: Route) -> None:
+    async def publish_with(
+        self,
+        message: M,
+        also: Callable[[Pipeline], None],
+        applied: Callable[[], Awaitable[bool]],
+    ) -> bool:
+        """Publish `message` now, in one MULTI/EXEC with the commands `also` adds (both or neither reach Redis);
+        retry with backoff while Redis errors, first asking `applied()` whether a transaction whose reply was lost
+        went through (so it is never applied twice). Counted in `stats` like queued messages; False (nothing
+        written) for a message with no route."""
+        try:
+            channel, stream = self._route(message)
+        except ValueError as exc:
+            self.stats.unroutable += 1
+            log.warning("%s: dropped a message with no route (%s)", self.name, exc)
+            return False
         payload = encode(message, self._signer)
-        channel, stream = route
         attempt = 0
         while True:
             try:
-                await publish_and_append(self._client, channel, stream, payload, self._maxlen)
+                if attempt == 0 or not await applied():
+                    async with self._client.pipeline(transaction=True) as pipe:
+                        also(pipe)
+                        add_publish(pipe, channel, stream, payload, self._maxlen)
+                        await pipe.execute()
             except RedisError as exc:
-                self.stats.redis_errors += 1
-                delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
-                attempt += 1
-                log.warning("redis publish failed (%s); retrying in %.2f s", exc, delay)
-                await self._clock.sleep(delay)
+                attempt = await self._back_off(exc, attempt)
                 continue
             self.stats.published += 1
+            return True
+
+    async def _back_off(self, exc: RedisError, attempt: int) -> int:
+        """Count a failed write and wait before the next attempt: 0.1 s doubling to 5 s (jittered). After a lost
+        connection the wait ends as soon as Redis answers a PING again (probed every `PROBE_INTERVAL_S`), so a
+        restarted Redis is written to at once rather than at the end of a long backoff; an error from a Redis
+        that answers (out of memory, read-only) waits it out."""
+        self.stats.redis_errors += 1
+        delay = min(5.0, 0.1 * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
+        log.warning("%s: redis publish failed (%s); retrying within %.2f s", self.name, exc, delay)
+        deadline = self._clock.monotonic() + delay
+        probe = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+        while (left := deadline - self._clock.monotonic()) > 0.0:
+            await self._clock.sleep(min(PROBE_INTERVAL_S, left) if probe else left)
+            if probe and await self._redis_answers():
+                break
+        return attempt + 1
+
+    async def _redis_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self._client.ping(), PROBE_INTERVAL_S)
+        except (RedisError, OSError, TimeoutError):
+            return False
+        return True
+
+    async def _write(self) -> None:
+        # Whatever queued up while the last write was in flight goes out in the next one: one round trip for a
+        # burst instead of one per message, so a busy producer drains the queue faster than it fills it.
+        while (item := await self._queue.get()) is not None:
+            batch = [item]
+            closing = False
+            while len(batch) < MAX_BATCH and (more := self._queue.get_nowait()) is not EMPTY:
+                if more is None:
+                    closing = True
+                    break
+                batch.append(more)
+            await self._publish_until_done(batch)
+            if closing:
+                return
+
+    async def _publish_until_done(self, batch: list[tuple[M, Route]]) -> None:
+        writes = [(encode(message, self._signer), route) for message, route in batch]
+        attempt = 0
+        while True:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for payload, (channel, stream) in writes:
+                        add_publish(pipe, channel, stream, payload, self._maxlen)
+                    await pipe.execute()
+            except RedisError as exc:
+                attempt = await self._back_off(exc, attempt)
+                continue
+            self.stats.published += len(writes)
+            self.stats.batches += 1
             return
 
 
