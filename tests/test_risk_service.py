@@ -399,3 +399,21 @@ async def test_a_signal_loop_that_dies_on_a_bug_is_restarted_after_that_entry(
     await service.stop()
     assert service._tasks.deaths["risk:signals"] == 1
     assert [d.opportunity_id for d in await bus.decisions()] == ["opp-after"]
+
+
+async def test_a_decision_reaches_its_stream_in_the_transaction_that_saves_it_as_made(bus: Bus) -> None:
+    """With the queued publisher's writer stopped, a decision still reaches Redis: it is written with the progress
+    that records it (a risk process killed after saving never leaves an opportunity decided but unpublished)."""
+    service = await bus.start_service()
+    await service.publisher.close()
+    await bus.publish(_signal("opp-atomic"))
+    await _processed(service, 1)
+    await eventually(lambda: service.signals_handled >= 1)
+    decisions = await bus.decisions()
+    saved_id = await bus.client.get(bus.channels.key("risk", "last_signal_id"))
+    acted = await bus.client.hgetall(bus.channels.key("risk", "acted"))
+    await service.stop()
+    assert [d.opportunity_id for d in decisions] == ["opp-atomic"]
+    assert saved_id is not None and saved_id.decode() == service.last_signal_id
+    assert acted == {b"opp-atomic": decisions[0].signal_id.encode()}
+    assert service.publisher.stats.published == 1

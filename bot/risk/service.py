@@ -3,7 +3,8 @@
 Signals are read with blocking XREAD on `arb:stream:signal` rather than pub/sub: the same latency, one ordered
 path for catch-up and live, and a stream id to resume from. After each signal the service stores that id
 (`arb:state:risk:last_signal_id`) and the opportunities it has decided (`arb:state:risk:acted`, a hash that
-`closed` signals empty), so a restart resumes after the last signal and still decides each opportunity once.
+`closed` signals empty), in the same MULTI/EXEC that publishes the decision, so a restart resumes after the last
+signal, decides each opportunity once, and never holds an opportunity as decided whose decision was not sent.
 Fills are read from `arb:stream:fill` from its start (today's realised PnL, and balances unless
 `risk.balances_from` is `config`), control messages from `arb:control:risk` (pub/sub), markets through
 RemoteMarket. The state an operator command leaves (`halt` or `resume`, its reason, the loss a resume
@@ -21,6 +22,7 @@ from fnmatch import fnmatchcase
 from typing import Any, get_args
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from bot.bus.channels import Channels
@@ -93,7 +95,7 @@ class RiskService:
         )  # fmt: skip
         self.last_signal_id: str | None = None
         self.signals_handled = 0
-        """Signal stream entries handled (decided, ignored or rejected), their decision submitted."""
+        """Signal stream entries handled (decided, ignored or rejected), their decision published."""
         self.fills_applied = 0
         """Fill stream entries applied (or rejected)."""
         self._bus_time_from_clock = bus_time_from_clock
@@ -130,7 +132,7 @@ class RiskService:
         control = self._client.pubsub(ignore_subscribe_messages=True)
         await control.subscribe(self.channels.control(ROLE))
         fill_id = await self._catch_up_fills()
-        self.publisher.start()
+        # No writer task: each decision is published in the transaction that records it (`publish_with`).
         self._tasks.spawn(self._follow_control(control), "risk:control")
         fill_stream, signal_stream = self.channels.fill_stream(), self.channels.signal_stream()
         self._positions.update({fill_stream: fill_id, signal_stream: start_id})
@@ -142,7 +144,7 @@ class RiskService:
         log.info("risk role started after signal %s, state %s", start_id, self.engine.limits.state)
 
     async def stop(self) -> None:
-        """Stop following; the decisions already submitted are published first."""
+        """Stop following (a decision is published before its signal counts as handled)."""
         await self._tasks.cancel_all()
         await self.market.close()
         await self.publisher.close()
@@ -180,21 +182,36 @@ class RiskService:
             if fnmatchcase(self._route(signal)[0], self._pattern()):
                 published_ms = self.clock.now_ms() if self._bus_time_from_clock else _ms_of(entry_id)
                 decision = self._decide(signal, published_ms)
-        await self._save_progress(entry_id, signal, decision)
-        if decision is not None:
-            self.publisher.submit(decision)
+        # A decision and the progress that records it go to Redis in one transaction: a process killed in between
+        # would otherwise have saved an opportunity as decided whose decision nobody ever sees.
+        published = decision is not None and await self.publisher.publish_with(
+            decision, lambda pipe: self._progress(pipe, entry_id, signal, decided=True), self._progress_saved(entry_id)
+        )
+        if not published:
+            await self._save_progress(entry_id, signal)
         self.signals_handled += 1
 
-    async def _save_progress(self, entry_id: str, signal: Signal | None, decision: Decision | None) -> None:
-        """Record the last signal handled (and the opportunity acted on); retry while Redis is away."""
+    def _progress(self, pipe: Pipeline, entry_id: str, signal: Signal | None, decided: bool) -> None:
+        """Queue on `pipe` the record of the last signal handled and of the opportunity acted on."""
+        pipe.set(self._last_key, entry_id)
+        if signal is not None and signal.status == "closed":
+            pipe.hdel(self._acted_key, signal.opportunity_id)
+        elif signal is not None and decided:
+            pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
+
+    def _progress_saved(self, entry_id: str) -> Callable[[], Awaitable[bool]]:
+        async def saved() -> bool:
+            last = await self._client.get(self._last_key)
+            return last is not None and _text(last) == entry_id
+
+        return saved
+
+    async def _save_progress(self, entry_id: str, signal: Signal | None) -> None:
+        """Record the last signal handled when no decision came of it; retry while Redis is away."""
 
         async def save() -> None:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._last_key, entry_id)
-                if signal is not None and signal.status == "closed":
-                    pipe.hdel(self._acted_key, signal.opportunity_id)
-                elif signal is not None and decision is not None:
-                    pipe.hset(self._acted_key, signal.opportunity_id, signal.id)
+                self._progress(pipe, entry_id, signal, decided=False)
                 await pipe.execute()
 
         await self._retrying(save, f"saving progress after {entry_id}")
