@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from rich.console import Console
 
+from bot import event_loop
 from bot.bus.channels import Channels
 from bot.bus.client import RedisAccess, redis_client
 from bot.bus.codec import DecodeError, json_schemas
@@ -101,8 +102,9 @@ def demo(
     secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(
-            run_demo(cfg, duration, console, kinds, fault_interval, fresh_ledger=True, secrets=secrets)
+        summary = event_loop.run(
+            run_demo(cfg, duration, console, kinds, fault_interval, fresh_ledger=True, secrets=secrets),
+            cfg.daemon.event_loop,
         )
     except (RedisUnavailable, PaperError, SecretError) as exc:
         raise _fail(str(exc)) from None
@@ -145,8 +147,9 @@ def run(
     )
     console = Console(highlight=False, soft_wrap=True)
     try:
-        summary = asyncio.run(
-            run_demo(cfg, duration, console, start_private_redis=False, observe=True, secrets=secrets)
+        summary = event_loop.run(
+            run_demo(cfg, duration, console, start_private_redis=False, observe=True, secrets=secrets),
+            cfg.daemon.event_loop,
         )
     except (RedisUnavailable, PaperError, ListenError, SecretError) as exc:
         raise _fail(str(exc)) from None

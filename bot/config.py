@@ -275,6 +275,9 @@ class DaemonConfig(_Strict):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: readable on a terminal, JSON lines otherwise"
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the event loop of `arbbot run` and `arbbot demo` (uvloop: less CPU per update)"
+    )
 
 
 class RootConfig(_Strict):

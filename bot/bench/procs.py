@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from bot import event_loop
+
 READY = b"ready\n"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Set to 1 for a child that must run on one core (they are read when NumPy loads)."""
@@ -169,7 +171,7 @@ def serve(workers: Mapping[str, WorkerMain], argv: list[str]) -> int:
         return 2
     kind, spec_path, out = argv
     spec: dict[str, Any] = orjson.loads(Path(spec_path).read_bytes())
-    result = asyncio.run(_run(workers[kind], spec))
+    result = event_loop.run(_run(workers[kind], spec))
     Path(out).write_bytes(orjson.dumps(result))
     return 0
 
