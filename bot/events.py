@@ -91,7 +91,18 @@ class BookEvent(_Event):
             if stamp is not None and (type(stamp) is not int or stamp <= 0):
                 raise ValueError(f"timestamp must be a positive integer of ms, got {stamp!r}")
         _check_book(bids, asks)
-        return cls.model_construct(venue=venue, symbol=symbol, ts=ts, bids=bids, asks=asks, recv_ts=recv_ts)
+        if cls is not BookEvent:
+            return cls.model_construct(venue=venue, symbol=symbol, ts=ts, bids=bids, asks=asks, recv_ts=recv_ts)
+        # What model_construct builds (fields in declaration order, the given ones marked as set), without its
+        # per-field default lookups, which cost as much as the checks above.
+        event = cls.__new__(cls)
+        values: dict[str, object] = {"recv_ts": recv_ts, "exchange_ts": None, "market": None, "type": "book"}
+        values.update(venue=venue, symbol=symbol, ts=ts, bids=bids, asks=asks)
+        _set_attribute(event, "__dict__", values)
+        _set_attribute(event, "__pydantic_fields_set__", set(_FROM_LEVELS_SET))
+        _set_attribute(event, "__pydantic_extra__", None)
+        _set_attribute(event, "__pydantic_private__", None)
+        return event
 
     @property
     def best_bid(self) -> float:
@@ -100,6 +111,10 @@ class BookEvent(_Event):
     @property
     def best_ask(self) -> float:
         return self.asks[0][0]
+
+
+_set_attribute = object.__setattr__
+_FROM_LEVELS_SET = frozenset({"recv_ts", "venue", "symbol", "ts", "bids", "asks"})
 
 
 class TradeEvent(_Event):

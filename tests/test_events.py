@@ -236,4 +236,8 @@ def test_from_levels_accepts_and_rejects_exactly_what_validation_does(
         with pytest.raises(ValueError):
             BookEvent.from_levels("okx", "BTC/USDT", ts, bids, asks, recv_ts=5)
     else:
-        assert BookEvent.from_levels("okx", "BTC/USDT", ts, bids, asks, recv_ts=5) == expected
+        built = BookEvent.from_levels("okx", "BTC/USDT", ts, bids, asks, recv_ts=5)
+        assert built == expected
+        assert list(built.__dict__.items()) == list(expected.__dict__.items())  # field order: the JSON's order
+        assert built.model_fields_set == expected.model_fields_set
+        assert built.model_dump_json() == expected.model_dump_json()
