@@ -48,6 +48,8 @@ class TaskSet:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if being_cancelled():
+                    raise asyncio.CancelledError from exc
                 self.failures += 1
                 self.deaths[name] += 1
                 log.error("task %s died: %r", name, exc, exc_info=exc)
@@ -86,6 +88,12 @@ class TaskSet:
     async def cancel_all(self) -> None:
         """Cancel every task and wait for them to finish."""
         await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks)))
+
+
+def being_cancelled() -> bool:
+    """True while a cancellation of the current task is pending, even one a library turned into another error."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], retry_s: float = 0.5) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from bot.messages import Costs, Signal
@@ -97,3 +99,23 @@ def make_signal(**overrides: object) -> Signal:
     }
     fields.update(overrides)
     return Signal.model_validate(fields)
+
+
+def run_child(args: Sequence[str], env: Mapping[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run` (text, output captured) for a Python child that might hang: on the deadline the child
+    prints every thread's stack (SIGABRT with faulthandler on), and the test fails showing them."""
+    with subprocess.Popen(
+        list(args), env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGABRT)
+            try:
+                out, err = child.communicate(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, err = child.communicate()
+            stacks = err[-20_000:]
+            raise AssertionError(f"{' '.join(args)} still ran after {timeout:g} s; its stacks:\n{stacks}") from None
+    return subprocess.CompletedProcess(list(args), child.returncode, out, err)

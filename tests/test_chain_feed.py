@@ -179,3 +179,25 @@ def test_a_removed_log_undoes_its_update() -> None:
     feed._on_log(_sync_log(address, 12, 0, 101 * 10**18, 336_700 * 10**6))  # the new chain's next update
     states = [(e.reserve_base, e.reserve_quote) for e in _pools(events)]
     assert states == [(100.0, 340_000.0), (99.0, 343_500.0), (100.0, 340_000.0), (101.0, 336_700.0)]
+
+
+class _ClosesIntoAnError(ChainFeed):
+    """A session that turns cancellation into a connection error, as web3's websocket provider can while it
+    closes. The session is replaced because a real node cannot be made to do this on cue."""
+
+    sessions = 0
+
+    async def _session(self) -> None:
+        self.sessions += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("listener task stopped") from None
+
+
+async def test_close_ends_the_feed_when_the_client_turns_cancellation_into_an_error() -> None:
+    feed = _ClosesIntoAnError("local", "ws://127.0.0.1:1", [], lambda _: None, FeedHealth(), RejectionCounter())
+    feed.start()
+    await eventually(lambda: feed.sessions == 1, timeout=5.0)
+    await asyncio.wait_for(feed.close(), timeout=5.0)
+    assert feed.sessions == 1  # closing never counts as a fault to reconnect from

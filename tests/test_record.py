@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from helpers import run_child
 
 from bot.events import BookEvent, GasEvent, PoolEvent, TradeEvent
 from bot.recording import read_events
@@ -15,10 +16,9 @@ from bot.rejections import RejectionCounter
 def test_record_writes_books_and_trades_of_every_venue(subprocess_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "demo.jsonl.gz"
     config = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "record", "-c", str(config), "--duration", "8", "--out", str(out)],
-        env=subprocess_env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    result = run_child(
+        [sys.executable, "-m", "bot", "record", "-c", str(config), "--duration", "8", "--out", str(out)], subprocess_env
+    )
     assert result.returncode == 0, result.stderr
     rejections = RejectionCounter()
     events = list(read_events(out, rejections))
@@ -35,9 +35,6 @@ def test_record_writes_books_and_trades_of_every_venue(subprocess_env: dict[str,
     assert len({p.reserve_base for p in pools}) >= 2  # noise swaps move the pool
     assert all(p.symbol == "ETH/USDT" for p in pools)
     assert all(len(e.bids) <= 20 and len(e.asks) <= 20 for e in events if isinstance(e, BookEvent))
-    replayed = subprocess.run(
-        [sys.executable, "-m", "bot", "replay", str(out), "-c", str(config)],
-        env=subprocess_env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    replayed = run_child([sys.executable, "-m", "bot", "replay", str(out), "-c", str(config)], subprocess_env)
     assert replayed.returncode == 0, replayed.stderr
     assert f"events {len(events)}" in replayed.stdout

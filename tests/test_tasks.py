@@ -66,3 +66,21 @@ async def test_a_plain_task_that_dies_is_counted_and_not_restarted() -> None:
     tasks.spawn(broken(), "broken")
     await eventually(lambda: len(tasks) == 0, timeout=5.0)
     assert tasks.deaths["broken"] == 1 and tasks.restarts["broken"] == 0 and tasks.failures == 1
+
+
+async def _turns_cancellation_into_an_error(runs: list[int]) -> None:
+    runs.append(len(runs))
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        raise ConnectionError("socket closed") from None  # as a client library's close path can do
+
+
+async def test_a_supervised_task_cancelled_into_an_error_is_not_counted_dead_or_restarted() -> None:
+    tasks = TaskSet()
+    runs: list[int] = []
+    tasks.supervise(lambda: _turns_cancellation_into_an_error(runs), "client")
+    await eventually(lambda: runs == [0], timeout=5.0)
+    await asyncio.wait_for(tasks.cancel_all(), timeout=5.0)
+    assert runs == [0]
+    assert tasks.deaths["client"] == 0 and tasks.restarts["client"] == 0 and tasks.failures == 0

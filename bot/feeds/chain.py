@@ -23,6 +23,7 @@ from bot.events import GasEvent, MarketEvent, PoolEvent
 from bot.feeds.cex import Backoff
 from bot.feeds.health import FeedHealth, StreamState
 from bot.rejections import RejectionCounter
+from bot.tasks import being_cancelled, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ class ChainFeed:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
@@ -148,6 +148,8 @@ class ChainFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if being_cancelled():  # web3 turned our cancellation into an error: stop, do not reconnect
+                    raise asyncio.CancelledError from exc
                 delay = self._backoff.delay(attempt, self._rng)
                 attempt = min(attempt + 1, 10)
                 self._health.on_fault(self.chain, None, "disconnect", StreamState.RESYNCING, self._clock.now_ms())

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from aiohttp import WSMsgType, web
 
 from bot.events import Level
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,7 @@ class Connection:
             self._transport.abort()
 
     async def close(self) -> None:
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
+        await cancel_and_wait(self._writer)
         await self.ws.close()
 
 

@@ -9,6 +9,7 @@ from bot.clock import Clock
 from bot.config import RootConfig
 from bot.sim.driver import SimulationDriver
 from bot.sim.market import MarketSimulator
+from bot.tasks import cancel_and_wait
 from bot.venues.base import Instrument, VenueServer
 from bot.venues.registry import server_class
 
@@ -44,8 +45,7 @@ class LocalVenues:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         await asyncio.gather(*(server.stop() for server in self.servers.values()))
 
     def endpoint(self, venue: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
