@@ -13,6 +13,7 @@ from bot.model.file import load_model
 from bot.model.labels import LabelSettings
 from bot.model.lstm import LSTM
 from bot.model.metrics import roc_auc
+from bot.model.normalise import own_steps
 from bot.model.predict import logistic_predict, predict
 from bot.model.train import (
     EpochReport,
@@ -206,3 +207,26 @@ def test_padded_window_steps_do_not_enter_the_forecaster_fit() -> None:
     # Counted as steps, the padding's repeats pull phi towards 1 (a padded step "predicts" itself exactly).
     naive = fit_spread_forecaster(names, padded[:, :, None])
     assert naive is not None and naive.phi > fits[0].phi + 0.05
+
+
+def test_padded_window_steps_do_not_enter_the_normalisation() -> None:
+    # Half the windows start late and are left-padded with a step whose value is far off; whatever the padding
+    # holds, the trained model's normalisation is the one fitted on the keys' own steps alone.
+    data = synthetic(n=600)
+    steps = data.windows.shape[1]
+    real = np.where(np.arange(len(data)) % 2 == 0, 2, steps)
+    windows = np.array(data.windows)
+    for i, count in enumerate(real):
+        windows[i, : steps - count] = 40.0
+    padded = dataclasses.replace(data, windows=windows, real_steps=real.astype(np.int64))
+    meta = train_model(padded, dataclasses.replace(FAST, epochs=1)).model.meta["normalisation"]
+    assert max(abs(m) for m in meta["mean"]) < 0.2  # the noise's own mean, not pulled towards 40
+    assert max(abs(s - 1.0) for s in meta["std"]) < 0.2
+
+
+def test_own_steps_keeps_each_windows_last_real_steps() -> None:
+    windows = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)
+    assert own_steps(windows, np.array([1, 3])).ravel().tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert own_steps(windows, np.array([0, 9])).ravel().tolist() == [2.0, 3.0, 4.0, 5.0]  # at least the last
+    with pytest.raises(ValueError, match="real_steps"):
+        own_steps(windows, np.array([1]))

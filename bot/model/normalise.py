@@ -16,6 +16,19 @@ _TAIL = 0.005  # winsorise the fitting sample at these quantiles so one spike do
 _MAX_ROWS = 200_000
 
 
+def own_steps(windows: Array, real_steps: Array) -> Array:
+    """Return the rows (n, F) of `windows` (N, T, F) that are their key's own steps, leaving out the padding
+    (the first T - real_steps[i] steps of window i repeat its oldest step)."""
+    windows = np.asarray(windows)
+    real = np.asarray(real_steps)
+    if windows.ndim != 3 or real.shape != windows.shape[:1]:
+        raise ValueError(f"need windows (N, T, F) and real_steps (N,), got {windows.shape} and {real.shape}")
+    steps = windows.shape[1]
+    own = np.arange(steps)[None, :] >= (steps - np.clip(real, 1, steps))[:, None]
+    rows: Array = windows[own]
+    return rows
+
+
 @dataclass(frozen=True)
 class Normalisation:
     """z = clip((x - mean) / std, ±clip), NaN → 0; mean and std per feature."""

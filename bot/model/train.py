@@ -40,7 +40,7 @@ from bot.model.heads import HEAD_NAMES, Heads, last_step_grad
 from bot.model.labels import LabelSettings
 from bot.model.lstm import LSTM
 from bot.model.metrics import PnlSimulator, best_threshold, classification_metrics
-from bot.model.normalise import Normalisation, TargetScale
+from bot.model.normalise import Normalisation, TargetScale, own_steps
 from bot.model.optim import Adam, clip_grad_norm
 from bot.model.predict import logistic_predict, predict
 
@@ -377,7 +377,7 @@ def train_model(
     train, val = dataset.subset(train_idx, "train"), dataset.subset(val_idx, "validation")
     train = lifetimes_before(train, int(np.min(val.ts)))
     windows = np.asarray(train.windows)
-    norm = Normalisation.fit(windows, seed=settings.seed)
+    norm = Normalisation.fit(own_steps(windows, train.real_steps), seed=settings.seed)  # not the padding
     lifetime = TargetScale.fit(np.log(np.maximum(np.asarray(train.lifetime_ms, np.float64), 1.0)))
     edge = TargetScale.fit(train.captured_edge_bps)
     train_x, val_x = norm.apply(windows), norm.apply(val.windows)
