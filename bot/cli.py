@@ -24,7 +24,7 @@ from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
 from bot.bus.secrets import SecretError, Secrets, load_secrets
 from bot.bus.signing import Signing, Verifier
-from bot.bus.subscriber import CatchUp, follow
+from bot.bus.subscriber import CatchUp, SubscriberStats, follow
 from bot.config import DEMO_CONFIG_PATH, ConfigError, EnvOverrides, RedisConfig, RootConfig, load_config
 from bot.messages import Message
 from bot.risk.cli import risk_app
@@ -767,14 +767,26 @@ async def _subscribe(
         signed = ", verifying signatures" if verifier is not None else ""
         print(f"arbbot subscribe: listening on {pattern} at {access.display}{signed}", file=sys.stderr, flush=True)
 
+    def on_lost(error: BaseException | None) -> None:
+        if error is None:
+            after = stats.last_stream_id or (catch_up.since if catch_up is not None else "")
+            print(f"arbbot subscribe: Redis answers again; reading on after {after}", file=sys.stderr, flush=True)
+        else:
+            print(f"arbbot subscribe: lost Redis ({error}); waiting for it", file=sys.stderr, flush=True)
+
+    stats = SubscriberStats()
     try:
-        stats = await follow(client, pattern, on_message, on_reject, count, expected, on_ready, catch_up, verifier)
+        await follow(
+            client, pattern, on_message, on_reject, count, expected, on_ready, catch_up, verifier,
+            on_lost=on_lost, stats=stats,
+        )  # fmt: skip
     finally:
         await client.aclose()
     if catch_up is not None:
+        trimmed = f"; {stats.trimmed} time(s) it was trimmed past the last entry read" if stats.trimmed else ""
         print(
-            f"arbbot subscribe: {stats.caught_up} message(s) from {catch_up.stream}, {stats.duplicates} duplicate(s) "
-            f"dropped; last stream id {stats.last_stream_id or catch_up.since}",
+            f"arbbot subscribe: {stats.caught_up} message(s) caught up from {catch_up.stream}, {stats.duplicates} "
+            f"duplicate(s) dropped; last stream id {stats.last_stream_id or catch_up.since}{trimmed}",
             file=sys.stderr,
         )
     return rejected

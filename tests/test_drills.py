@@ -58,6 +58,7 @@ def test_redis_restart_short(tmp_path: Path, subprocess_env: dict[str, str]) -> 
     assert counts["publisher_redis_errors"] > 0  # Redis really went away under the publisher
     assert counts["lost"] == 0 and counts["lost_in_stream"] == 0 and counts["duplicates"] == 0
     assert counts["received"] == counts["accepted"]
+    assert counts["redelivered_dropped_by_id"] == 0  # the stream subscriber went on after its last entry
     assert all(n > 0 for n in counts["pubsub_after_each_restart"])
     assert 0 < counts["queue_high_water"] <= counts["queue_bound"]
     # The publisher probes Redis while it backs off: it writes again soon after Redis answers, not seconds later.

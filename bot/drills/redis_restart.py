@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError
 from bot.bus.publisher import SignalPublisher
-from bot.bus.subscriber import CatchUp, follow
+from bot.bus.subscriber import CatchUp, SubscriberStats, follow
 from bot.drills.audit import read_stream
 from bot.drills.errors import ErrorCounter, WarningCounter
 from bot.drills.redis_server import DURABILITY, DurableRedis
@@ -98,10 +98,11 @@ class Feeder:
 
 @dataclass(slots=True)
 class Follower:
-    """Follow the signal channels with `follow`, starting again after every connection failure.
+    """Follow the signal channels with `follow`, starting again after every connection failure it raises.
 
-    With `stream`, each (re)start catches up from the stream's beginning: `follow` does not say which entry it
-    reached when its connection fails, so the catch-up re-reads, and ids seen before are dropped here.
+    With `stream`, `follow` reads the signal stream and itself resumes after the last entry it read when Redis
+    comes back (`stats.resumes`); a start again (only if Redis fails before first answering) goes on from there
+    too. Ids seen before would be dropped here and counted as redelivered: there should be none.
     """
 
     url: str
@@ -115,6 +116,7 @@ class Follower:
     restarts: int = 0
     failures: list[str] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: SubscriberStats = field(default_factory=SubscriberStats)
 
     def _on_message(self, _payload: bytes, message: Message) -> None:
         if message.id in self.seen:
@@ -129,13 +131,15 @@ class Follower:
 
     async def run(self) -> None:
         pattern = self.channels.signal_pattern()
-        catch_up = CatchUp(self.channels.signal_stream(), "0", self.channels) if self.stream else None
         while True:
+            since = self.stats.last_stream_id or "0"
+            catch_up = CatchUp(self.channels.signal_stream(), since, self.channels) if self.stream else None
             client = aioredis.from_url(self.url)
             try:
                 await follow(
-                    client, pattern, self._on_message, self._on_reject, None, "signal", self.ready.set, catch_up
-                )
+                    client, pattern, self._on_message, self._on_reject, None, "signal", self.ready.set, catch_up,
+                    stats=self.stats,
+                )  # fmt: skip
             except (RedisError, OSError) as exc:
                 self.restarts += 1
                 if len(self.failures) < 5:
@@ -299,6 +303,8 @@ def _count(
             "redelivered_dropped_by_id": stream_sub.redelivered,
             "duplicates": stream_sub.delivered - len(stream_sub.seen),
             "stream_subscriber_restarts": stream_sub.restarts,
+            "stream_subscriber_resumes": stream_sub.stats.resumes,
+            "stream_trimmed_past_reader": stream_sub.stats.trimmed,
             "pubsub_received": pubsub_sub.delivered,
             "pubsub_missed": len(feeder.accepted - pubsub_sub.seen),  # at most once by design: the stream has them
             "pubsub_after_each_restart": [pubsub_sub.after(o.restarted) for o in outages],
@@ -333,6 +339,11 @@ def _verdict(report: DrillReport, plan: Plan) -> None:
     report.check("stream lost nothing", c["lost_in_stream"] == 0, f"{c['lost_in_stream']} accepted signals not in it")
     report.check("stream subscriber lost = 0", c["lost"] == 0, f"{c['lost']} of {c['accepted']} never delivered")
     report.check("duplicates = 0 after dedupe by id", c["duplicates"] == 0, f"{c['duplicates']} delivered twice")
+    report.check(
+        "stream subscriber resumed after its last entry",
+        c["redelivered_dropped_by_id"] == 0,
+        f"{c['stream_subscriber_resumes']} resumes, {c['redelivered_dropped_by_id']} entries read again",
+    )
     resumed = all(count > 0 for count in c["pubsub_after_each_restart"])
     report.check(
         "pub/sub resumed after each restart", resumed, f"messages after each: {c['pubsub_after_each_restart']}"

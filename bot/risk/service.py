@@ -30,6 +30,7 @@ from bot.bus.codec import DecodeError, decode_message, encode
 from bot.bus.publisher import Publisher, route_by_type
 from bot.bus.remote_market import RemoteEvent, RemoteMarket
 from bot.bus.signing import Signer, Signing
+from bot.bus.streams import read_after
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
 from bot.messages import Control, Decision, Fill, RiskState, Signal
@@ -46,14 +47,6 @@ ROLE = "risk"
 
 def _ms_of(stream_id: str) -> int:
     return int(stream_id.split("-", 1)[0])
-
-
-async def _xread(client: aioredis.Redis, stream: str, last_id: str, block_ms: int) -> list[tuple[Any, Any]]:
-    """[(stream, entries)] from a blocking XREAD, whichever protocol version answers (RESP3 gives a dict)."""
-    reply: Any = await client.xread({stream: last_id}, count=100, block=block_ms)
-    if not reply:
-        return []
-    return list(reply.items()) if isinstance(reply, dict) else [(item[0], item[1]) for item in reply]
 
 
 def _text(value: bytes | str) -> str:
@@ -153,15 +146,14 @@ class RiskService:
         """Hand each entry of `stream` after its position to `handle`, in order, for ever (blocking XREAD)."""
         while True:
             try:
-                batch = await _xread(self._client, stream, self._positions[stream], block_ms)
+                entries = await read_after(self._client, stream, self._positions[stream], block_ms)
             except RedisError as exc:
                 log.warning("risk: reading %s failed (%s); retrying in 1 s", stream, exc)
                 await self.clock.sleep(1.0)
                 continue
-            for _stream, entries in batch:
-                for raw_id, fields in entries:
-                    entry_id = self._positions[stream] = _text(raw_id)
-                    await handle(entry_id, fields)
+            for entry_id, fields in entries:
+                self._positions[stream] = entry_id
+                await handle(entry_id, fields)
 
     # ------------------------------------------------------------ signals
 
