@@ -92,3 +92,23 @@ def test_rejections_are_counted_once_per_entry(tmp_path: Path) -> None:
     assert not ledger.record_rejection("1-0", "malformed_json")
     assert ledger.record_rejection("2-0", "unknown_venue")
     assert ledger.rejections() == {"malformed_json": 1, "unknown_venue": 1}
+
+
+def test_a_ledger_written_before_positions_named_their_opportunity_opens_and_keeps_its_positions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(  # the positions table as the first ledgers wrote it
+        "CREATE TABLE positions (decision_id TEXT PRIMARY KEY, account TEXT NOT NULL, venue TEXT NOT NULL,"
+        " symbol TEXT NOT NULL, quantity REAL NOT NULL, entry_price REAL NOT NULL, unwind_venue TEXT,"
+        " status TEXT NOT NULL, opened_ts INTEGER NOT NULL, closed_ts INTEGER,"
+        " unwind_pnl REAL NOT NULL DEFAULT 0.0)"
+    )
+    db.execute("INSERT INTO positions VALUES ('d1', 'alpha', 'alpha', 'BTC/USDT', 0.5, 100.0, 'beta', 'open', 7,"
+               " NULL, 0.0)")  # fmt: skip
+    db.commit()
+    db.close()
+    ledger = Ledger(path, START)
+    assert ledger.open_positions() == [OpenPosition("d1", "alpha", "alpha", "BTC/USDT", 0.5, 100.0, "beta", 7)]
+    ledger.close()

@@ -459,6 +459,8 @@ async def test_each_unwind_trade_publishes_a_fill_of_the_decision_on_the_channel
     assert [first.id, second.id] == [unwind_fill_id(decision.id, 1), unwind_fill_id(decision.id, 2)]
     assert len({trade.id, first.id, second.id}) == 3
     assert {first.decision_id, second.decision_id} == {decision.id}
+    # Every Fill of the decision, its unwinds' too, names its opportunity and kind.
+    assert {(fill.opportunity_id, fill.kind) for fill in fills} == {("o1", "cex_cex")}
     assert (first.status, first.ts, second.status, second.ts) == ("partial", TS + 1_500, "filled", TS + 1_600)
     legs = [(leg.venue, leg.side, leg.size, leg.price) for fill in (first, second) for leg in fill.legs]
     assert legs == [("alpha", "sell", 0.4, 1995.0), ("alpha", "sell", pytest.approx(0.6), pytest.approx(1997.0))]

@@ -85,7 +85,8 @@ def unwind_fill(position: OpenPosition, done: Unwind, step: int) -> Fill:
     return Fill(
         id=unwind_fill_id(position.decision_id, step), ts=done.ts, decision_id=position.decision_id,
         legs=(FillLeg(venue=leg.venue, side=leg.side, price=price, size=leg.size, fee=fee),),
-        realised_pnl=done.pnl, status=status, symbol=position.symbol,
+        realised_pnl=done.pnl, status=status, symbol=position.symbol, kind=position.kind,
+        opportunity_id=position.opportunity_id,
     )  # fmt: skip
 
 
@@ -215,7 +216,7 @@ class Executor:
         assert decision.symbol is not None
         return OpenPosition(
             decision.id, held.record.account, held.result.venue, decision.symbol, excess, held.result.price,
-            unwind_venue, held.result.market_ts,
+            unwind_venue, held.result.market_ts, decision.kind, decision.opportunity_id,
         )  # fmt: skip
 
     def _exec_ts(self, decision: Decision, venue_or_chain: str) -> int:

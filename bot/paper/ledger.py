@@ -35,15 +35,24 @@ CREATE INDEX IF NOT EXISTS legs_by_decision ON legs (decision_id);
 CREATE TABLE IF NOT EXISTS positions (
     decision_id TEXT PRIMARY KEY, account TEXT NOT NULL, venue TEXT NOT NULL, symbol TEXT NOT NULL,
     quantity REAL NOT NULL, entry_price REAL NOT NULL, unwind_venue TEXT, status TEXT NOT NULL,
-    opened_ts INTEGER NOT NULL, closed_ts INTEGER, unwind_pnl REAL NOT NULL DEFAULT 0.0);
+    opened_ts INTEGER NOT NULL, closed_ts INTEGER, unwind_pnl REAL NOT NULL DEFAULT 0.0, kind TEXT,
+    opportunity_id TEXT);
 CREATE TABLE IF NOT EXISTS rejections (entry_id TEXT PRIMARY KEY, reason TEXT NOT NULL, detail TEXT);
 CREATE TABLE IF NOT EXISTS unwind_fills (
     fill_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, step INTEGER NOT NULL, symbol TEXT NOT NULL,
     fill_json BLOB NOT NULL, published INTEGER NOT NULL DEFAULT 0, UNIQUE (decision_id, step));
 """
 
-_ADDED_COLUMNS = {"legs": ("gas_quote REAL", "gas_unpriced INTEGER NOT NULL DEFAULT 0")}
+_ADDED_COLUMNS = {
+    "legs": ("gas_quote REAL", "gas_unpriced INTEGER NOT NULL DEFAULT 0"),
+    "positions": ("kind TEXT", "opportunity_id TEXT"),
+}
 """Columns added since the first ledgers were written: a ledger file without them gets them on opening."""
+
+_POSITION_COLUMNS = (
+    "decision_id, account, venue, symbol, quantity, entry_price, unwind_venue, opened_ts, kind, opportunity_id"
+)
+"""The columns of `positions` that make an OpenPosition, in its field order."""
 
 DecisionStatus = Literal["filled", "partial", "missed", "reverted", "skipped"]
 
@@ -88,7 +97,8 @@ class LegRecord:
 @dataclass(frozen=True, slots=True)
 class OpenPosition:
     """Inventory left by a leg that filled while the other missed: signed base `quantity` on `account`, bought
-    (or sold) on `venue` at `entry_price`; `unwind_venue` is where the unwind rule trades it back (None: hold)."""
+    (or sold) on `venue` at `entry_price`; `unwind_venue` is where the unwind rule trades it back (None: hold).
+    `kind` and `opportunity_id` are the decision's, for the unwind's Fills (None in ledgers older than them)."""
 
     decision_id: str
     account: str
@@ -98,6 +108,8 @@ class OpenPosition:
     entry_price: float
     unwind_venue: str | None
     opened_ts: int
+    kind: str | None = None
+    opportunity_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +262,9 @@ class Ledger:
             if (p := execution.position) is not None:
                 db.execute(
                     "INSERT INTO positions (decision_id, account, venue, symbol, quantity, entry_price, unwind_venue,"
-                    " status, opened_ts) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+                    " status, opened_ts, kind, opportunity_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?)",
                     (p.decision_id, p.account, p.venue, p.symbol, p.quantity, p.entry_price, p.unwind_venue,
-                     p.opened_ts),
+                     p.opened_ts, p.kind, p.opportunity_id),
                 )  # fmt: skip
         return True
 
@@ -320,16 +332,14 @@ class Ledger:
     def open_position(self, decision_id: str) -> OpenPosition | None:
         """The decision's position while it is open."""
         row = self._db.execute(
-            "SELECT decision_id, account, venue, symbol, quantity, entry_price, unwind_venue, opened_ts"
-            " FROM positions WHERE decision_id = ? AND status = 'open'",
+            f"SELECT {_POSITION_COLUMNS} FROM positions WHERE decision_id = ? AND status = 'open'",
             (decision_id,),
         ).fetchone()
         return OpenPosition(*row) if row is not None else None
 
     def open_positions(self) -> list[OpenPosition]:
         rows = self._db.execute(
-            "SELECT decision_id, account, venue, symbol, quantity, entry_price, unwind_venue, opened_ts"
-            " FROM positions WHERE status = 'open' ORDER BY opened_ts"
+            f"SELECT {_POSITION_COLUMNS} FROM positions WHERE status = 'open' ORDER BY opened_ts"
         ).fetchall()
         return [OpenPosition(*row) for row in rows]
 
