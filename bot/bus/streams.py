@@ -10,8 +10,8 @@ StreamEntry = tuple[str, dict[bytes, bytes]]
 """(entry id, fields) as read from a stream."""
 
 
-def entry_id_text(value: bytes | str) -> str:
-    """A stream entry id as text."""
+def as_text(value: bytes | str) -> str:
+    """A value from a Redis reply (an entry id, a hash field) as text, whether the client decodes replies or not."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -23,4 +23,4 @@ async def read_after(
     if not reply:
         return []
     batches = reply.values() if isinstance(reply, dict) else (item[1] for item in reply)
-    return [(entry_id_text(raw_id), fields) for entries in batches for raw_id, fields in entries]
+    return [(as_text(raw_id), fields) for entries in batches for raw_id, fields in entries]

@@ -24,7 +24,7 @@ from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message
 from bot.bus.publisher import route_by_type
 from bot.bus.signing import Verifier
-from bot.bus.streams import entry_id_text, read_after
+from bot.bus.streams import as_text, read_after
 from bot.messages import Message
 
 CATCH_UP_PAGE = 500
@@ -131,7 +131,7 @@ class _StreamReader:
             if not entries:
                 return False
             for raw_id, fields in entries:
-                if self._deliver(entry_id_text(raw_id), fields, caught_up=True):
+                if self._deliver(as_text(raw_id), fields, caught_up=True):
                     return True
 
     async def read_new(self) -> bool:
@@ -149,7 +149,7 @@ class _StreamReader:
         if await self.client.xrange(self.stream, min=self.last_id, max=self.last_id, count=1):
             return False
         first: list[tuple[Any, Any]] = await self.client.xrange(self.stream, min="-", max="+", count=1) or []
-        return bool(first) and _id_key(entry_id_text(first[0][0])) > _id_key(self.last_id)
+        return bool(first) and _id_key(as_text(first[0][0])) > _id_key(self.last_id)
 
     def _deliver(self, entry_id: str, fields: Any, caught_up: bool) -> bool:
         dispatch = self.dispatch

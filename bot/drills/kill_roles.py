@@ -22,6 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.bus.channels import Channels
 from bot.bus.local_redis import LocalRedis
+from bot.bus.streams import as_text
 from bot.drills.audit import LedgerAudit, StreamAudit, audit_ledger, read_all, read_stream
 from bot.drills.processes import RoleProcess
 from bot.drills.report import DrillReport
@@ -108,7 +109,7 @@ class Probe:
         acted: dict[Any, Any] = await self.client.hgetall(self.channels.key("risk", "acted"))
         decisions, _ = await read_stream(self.client, self.channels.decision_stream(), "decision")
         decided = {decision.signal_id for decision in decisions}
-        pairs = [(_text(opportunity), _text(signal_id)) for opportunity, signal_id in acted.items()]
+        pairs = [(as_text(opportunity), as_text(signal_id)) for opportunity, signal_id in acted.items()]
         return sorted(pair for pair in pairs if pair[1] not in decided)
 
     async def risk_caught_up(self) -> bool:
@@ -118,10 +119,6 @@ class Probe:
             return True
         saved = await self.client.get(self.channels.key("risk", "last_signal_id"))
         return saved is not None and saved == last[0][0]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:

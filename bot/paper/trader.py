@@ -19,6 +19,7 @@ from bot.bus.channels import Channels
 from bot.bus.codec import DecodeError, decode_message, encode
 from bot.bus.publisher import publish_and_append
 from bot.bus.signing import Signing
+from bot.bus.streams import as_text
 from bot.clock import Clock, SystemClock
 from bot.messages import Decision
 from bot.paper.executor import Executor, Rejected, unwind_fill
@@ -52,10 +53,6 @@ class TraderStats:
     trimmed_unread: int = 0
     unpriced_gas: int = 0
     """Legs (trades and unwinds) that paid gas no price could value: recorded as unpriced, not as free."""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class PaperTrader:
@@ -162,10 +159,10 @@ class PaperTrader:
         if not first:
             return
         for group in await self._client.xinfo_groups(self._stream):
-            if _text(group["name"]) != self._config.group:
+            if as_text(group["name"]) != self._config.group:
                 continue
-            delivered = _text(group["last-delivered-id"])
-            if _id_key(delivered) != (0, 0) and _id_key(delivered) < _id_key(_text(first[0])):
+            delivered = as_text(group["last-delivered-id"])
+            if _id_key(delivered) != (0, 0) and _id_key(delivered) < _id_key(as_text(first[0])):
                 self.stats.trimmed_unread += 1
                 log.warning(
                     "paper: decisions after %s were trimmed from %s before this group read them; raise "
@@ -191,14 +188,14 @@ class PaperTrader:
             reply = await self._client.xautoclaim(
                 self._stream, self._config.group, self._config.consumer, self._config.claim_idle_ms, start, count=100
             )
-            start, entries = _text(reply[0]), reply[1]
+            start, entries = as_text(reply[0]), reply[1]
             await self._handle_all(entries)
             if start == "0-0":
                 return
 
     async def _handle_all(self, entries: list[tuple[Any, Any]]) -> None:
         for entry_id, fields in entries:
-            await self.handle(_text(entry_id), fields or {})
+            await self.handle(as_text(entry_id), fields or {})
 
     async def handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
         """Act on one stream entry and acknowledge it; bad entries are counted, written down and acknowledged."""

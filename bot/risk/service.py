@@ -30,7 +30,7 @@ from bot.bus.codec import DecodeError, decode_message, encode
 from bot.bus.publisher import Publisher, route_by_type
 from bot.bus.remote_market import RemoteEvent, RemoteMarket
 from bot.bus.signing import Signer, Signing
-from bot.bus.streams import read_after
+from bot.bus.streams import as_text, read_after
 from bot.clock import Clock, SystemClock
 from bot.config import RootConfig
 from bot.messages import Control, Decision, Fill, RiskState, Signal
@@ -47,10 +47,6 @@ ROLE = "risk"
 
 def _ms_of(stream_id: str) -> int:
     return int(stream_id.split("-", 1)[0])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 EntryHandler = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
@@ -113,13 +109,13 @@ class RiskService:
         """Restore state, subscribe to markets and control, catch up on fills, then follow signals and fills."""
         risk = self.config.risk
         saved = await self._client.get(self._last_key)
-        start_id = _text(saved) if saved is not None and risk.start_from == "last" else "$"
+        start_id = as_text(saved) if saved is not None and risk.start_from == "last" else "$"
         if start_id == "$":
             # `$` would race with signals published right after start: pin the current end instead.
             info: list[Any] = await self._client.xrevrange(self.channels.signal_stream(), count=1) or []
-            start_id = _text(info[0][0]) if info else "0-0"
+            start_id = as_text(info[0][0]) if info else "0-0"
         for opportunity, signal_id in (await self._client.hgetall(self._acted_key)).items():
-            self.engine.remember(_text(opportunity), _text(signal_id))
+            self.engine.remember(as_text(opportunity), as_text(signal_id))
         await self._restore_operator_state()
         await self.market.start()
         control = self._client.pubsub(ignore_subscribe_messages=True)
@@ -194,7 +190,7 @@ class RiskService:
     def _progress_saved(self, entry_id: str) -> Callable[[], Awaitable[bool]]:
         async def saved() -> bool:
             last = await self._client.get(self._last_key)
-            return last is not None and _text(last) == entry_id
+            return last is not None and as_text(last) == entry_id
 
         return saved
 
@@ -244,7 +240,7 @@ class RiskService:
             if not entries:
                 return last
             for raw_id, fields in entries:
-                last = _text(raw_id)
+                last = as_text(raw_id)
                 self._apply_fill(fields.get(b"data"), replayed=True)
 
     async def _handle_fill_entry(self, _entry_id: str, fields: dict[bytes, bytes]) -> None:
@@ -264,7 +260,7 @@ class RiskService:
         raw: dict[Any, Any] = await self._client.hgetall(self._operator_key)
         if not raw:
             return
-        saved = {_text(k): _text(v) for k, v in raw.items()}
+        saved = {as_text(k): as_text(v) for k, v in raw.items()}
         try:
             restored = OperatorState(
                 _STATES[saved["state"]],
