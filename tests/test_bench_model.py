@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bot.bench.model import GOALS, LAYER_COUNTS, run_model_bench
+from bot.bench.model import GOALS, LAYER_COUNTS, format_summary, run_model_bench
 from bot.cli import app
 
 
@@ -61,3 +61,27 @@ def test_torch_ratios_when_torch_is_installed() -> None:
     for row in data["layers"].values():
         assert row["max_abs_diff_b64"] < 1e-5  # both sides ran the same weights
     assert all(isinstance(goal["met"], bool) for goal in data["goals"].values())
+
+
+def test_kernels_forced_by_the_environment_are_reported_with_a_run_on_the_detected_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")  # OpenBLAS's generic x86-64 kernels: any x86-64 runs them
+    data = run_model_bench(repeat=1, calls_scale=0.02, torch=False)
+    assert data["machine"]["openblas_coretype"] == "Prescott"
+    detected = data["detected_kernels"]
+    assert detected["openblas_core"] not in (None, "")
+    assert detected["openblas_core"] != data["machine"]["openblas_core"]  # the second run dropped the variable
+    _check_figures(detected)
+    assert set(detected["goals"]) == set(GOALS)
+    summary = format_summary(data)
+    assert "OPENBLAS_CORETYPE=Prescott" in summary
+    assert f"With the kernels OpenBLAS picks for this CPU ({detected['openblas_core']}" in summary
+
+
+def test_no_second_run_when_the_environment_leaves_the_kernels_to_openblas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    data = run_model_bench(repeat=1, calls_scale=0.02, torch=False)
+    assert data["machine"]["openblas_coretype"] is None
+    assert "detected_kernels" not in data
+    assert "With the kernels" not in format_summary(data)
