@@ -19,7 +19,7 @@ from rich.console import Console
 
 from bot import event_loop
 from bot.bus.channels import Channels
-from bot.bus.client import RedisAccess, redis_client
+from bot.bus.client import RedisAccess, config_secrets, redis_client
 from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
 from bot.bus.secrets import SecretError, Secrets, load_secrets
@@ -86,10 +86,10 @@ def demo(
 ) -> None:
     """Run simulated venues, ccxt.pro feeds, strategy, scorer, risk and paper trader on this machine."""
     from bot.demo import run_demo, summary_table, write_summary
+    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError
     from bot.venues.faults import parse_faults
 
-    _setup_logging(verbose)
     _positive(duration, "--duration")
     _positive(fault_interval, "--fault-interval")
     cfg = _load(config)
@@ -100,6 +100,7 @@ def demo(
     except ValueError as exc:
         raise _fail(f"--faults: {exc}") from None
     secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
     console = Console(highlight=False, soft_wrap=True)
     try:
         summary = event_loop.run(
@@ -129,7 +130,7 @@ def run(
     """The daemon: the chosen roles against the config's venues, with /healthz, /readyz and /metrics over HTTP,
     heartbeats on Redis, supervised tasks, and a clean stop on SIGINT/SIGTERM."""
     from bot.demo import run_demo, summary_table, write_summary
-    from bot.observe import ListenError, setup_logging
+    from bot.observe import ListenError, setup_role_logging
     from bot.paper.service import PaperError
 
     _positive(duration, "--duration")
@@ -141,10 +142,7 @@ def run(
         except ValueError as exc:
             raise _fail(f"--roles {roles}: choose from signals, risk, paper ({type(exc).__name__})") from None
     secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    fmt = cfg.daemon.log_format
-    setup_logging(
-        json=None if fmt == "auto" else fmt == "json", level="INFO" if verbose else "WARNING", secrets=secrets.values()
-    )
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
     console = Console(highlight=False, soft_wrap=True)
     try:
         summary = event_loop.run(
@@ -816,13 +814,18 @@ def paper_command(
     """Fill decisions from the decision stream against the books of the moment; keep the ledger; publish fills."""
     if ctx.invoked_subcommand is not None:
         return
+    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError, run_paper
 
-    _setup_logging(verbose)
     _positive(duration, "--duration")
     if config is None:
         raise _fail("arbbot paper needs --config/-c CONFIG")
     cfg = _load(config)
+    try:
+        secrets = config_secrets(cfg)
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
 
     def on_ready(line: str) -> None:
         print(f"arbbot paper: {line}", file=sys.stderr, flush=True)

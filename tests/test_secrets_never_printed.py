@@ -119,3 +119,24 @@ async def test_demo_with_secrets_from_files(subprocess_env: dict[str, str], tmp_
     for payload in [*signals, *decisions]:
         verifier.verify(orjson.loads(payload))
     _secrets_absent(stdout, stderr, text)
+
+
+async def test_risk_and_paper_commands_log_through_the_redacting_json_logger(
+    subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    config: dict[str, Any] = {
+        "symbols": ["BTC/USDT"],
+        "venues": {"a": {"exchange": "okx", "taker_fee_bps": 1.0}, "b": {"exchange": "okx", "taker_fee_bps": 1.0}},
+        "paper": {"ledger_path": str(tmp_path / "ledger.sqlite")},
+        "daemon": {"log_format": "json"},
+    }
+    (tmp_path / "role.yaml").write_text(yaml.safe_dump(config))
+    with private_redis(tmp_path, password=PASSWORD) as server:
+        env = _env(subprocess_env, server.port, ARBBOT_REDIS_PASSWORD=PASSWORD, ARBBOT_SIGNING_KEY=KEY)
+        for role in ("risk", "paper"):
+            args = [role, "-c", str(tmp_path / "role.yaml"), "--duration", "1", "-v"]
+            code, stdout, stderr = await _run(args, env, tmp_path, 120)
+            assert code == 0, stderr
+            records = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+            assert any(record["level"] == "info" and record["logger"].startswith("bot.") for record in records), stderr
+            _secrets_absent(stdout, stderr)

@@ -17,7 +17,7 @@ from bot.observe.checks import feeds_fresh, redis_ping
 from bot.observe.drift import DriftStats, DriftTracker, follow_outcomes
 from bot.observe.heartbeat import HeartbeatPublisher
 from bot.observe.http import DEFAULT_HOST, DEFAULT_PORT, Check, ListenError, ObserveServer
-from bot.observe.logs import setup_logging
+from bot.observe.logs import setup_logging, setup_role_logging
 from bot.observe.metrics import Metrics
 from bot.observe.redact import Redactor
 
@@ -36,4 +36,5 @@ __all__ = [
     "follow_outcomes",
     "redis_ping",
     "setup_logging",
+    "setup_role_logging",
 ]

@@ -90,6 +90,13 @@ def setup_logging(
     return handler
 
 
+def setup_role_logging(log_format: str, verbose: bool, secrets: Iterable[str] = ()) -> logging.Handler:
+    """`setup_logging` as a role's command wants it: `daemon.log_format` (auto, json or console), INFO with
+    `verbose` else WARNING, the role's secrets redacted."""
+    as_json = None if log_format == "auto" else log_format == "json"
+    return setup_logging(json=as_json, level=logging.INFO if verbose else logging.WARNING, secrets=secrets)
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A structlog logger named `name` (key-value events: `log.info("connected", venue="okx")`)."""
     return structlog.stdlib.get_logger(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from bot.bus.client import RedisAccess, config_secrets, redis_client
 from bot.bus.secrets import SecretError, Secrets
 from bot.clock import SystemClock
 from bot.config import ConfigError, RootConfig, load_config
+from bot.observe import setup_role_logging
 from bot.risk.forecast_window import spread_forecast
 from bot.risk.service import RiskService, send_control
 
@@ -69,13 +69,9 @@ def risk_command(
         raise _fail("--config/-c is required (e.g. arbbot risk -c config/demo.yaml)")
     if duration is not None and duration <= 0:
         raise _fail("--duration must be positive")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     cfg = _load(config)
     access, secrets = _access(cfg)
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
     try:
         asyncio.run(_run(cfg, access, secrets, duration))
     except (RedisError, OSError) as exc:
