@@ -19,7 +19,7 @@ from rich.console import Console
 
 from bot import event_loop
 from bot.bus.channels import Channels
-from bot.bus.client import RedisAccess, config_secrets, redis_client
+from bot.bus.client import RedisAccess, redis_client
 from bot.bus.codec import DecodeError, json_schemas
 from bot.bus.local_redis import RedisUnavailable
 from bot.bus.secrets import SecretError, Secrets, load_secrets
@@ -821,10 +821,7 @@ def paper_command(
     if config is None:
         raise _fail("arbbot paper needs --config/-c CONFIG")
     cfg = _load(config)
-    try:
-        secrets = config_secrets(cfg)
-    except SecretError as exc:
-        raise _fail(str(exc)) from None
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
     setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
 
     def on_ready(line: str) -> None:
