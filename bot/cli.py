@@ -164,11 +164,12 @@ def record(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Record books and trades from the configured venues (local simulated ones are started as needed)."""
+    from bot.observe import setup_role_logging
     from bot.record import record as run_record
 
-    _setup_logging(verbose)
     _positive(duration, "--duration")
     cfg = _load(config)
+    setup_role_logging(cfg.daemon.log_format, verbose)
     summary = asyncio.run(run_record(cfg, duration, out))
     print(
         f"recorded {summary.books} books, {summary.trades} trades and {summary.chain_events} gas/pool events "
@@ -244,12 +245,13 @@ def replay(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Drive the signal pipeline from recordings and publish the signals on Redis as live."""
+    from bot.observe import setup_role_logging
     from bot.recording import RecordingError
 
-    _setup_logging(verbose)
     _positive(speed, "--speed")
     cfg = _load(config)
     secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
     try:
         access = RedisAccess.of(cfg.redis, secrets)
     except SecretError as exc:
@@ -893,12 +895,13 @@ def backtest(
     """Replay recordings through strategies, scorer, Redis, risk and paper trader on the recordings' clock."""
     from bot.backtest.report import backtest_report, write_outputs
     from bot.backtest.run import BacktestError, BacktestStats, prepare_out, run_chain
+    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError
     from bot.recording import RecordingError
 
-    _setup_logging(verbose)
     files = _recordings(data, list(ctx.args))
     cfg = _load(config)
+    setup_role_logging(cfg.daemon.log_format, verbose)
     _output_folder(out / "report.json", "--out")
     try:
         model_dir = prepare_out(out, model)

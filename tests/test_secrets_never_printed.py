@@ -1,6 +1,6 @@
 """The Redis password and the signing key never reach stdout, stderr (with -v), logs or JSON summaries of
-`arbbot run` and `arbbot demo`, with the secrets given as environment values and as files; and the roles do sign
-(their heartbeats and decisions verify with the key)."""
+`arbbot run`, `demo`, `risk`, `paper` and `replay`, with the secrets given as environment values and as files;
+and the roles do sign (their heartbeats and decisions verify with the key)."""
 
 from __future__ import annotations
 
@@ -140,3 +140,24 @@ async def test_risk_and_paper_commands_log_through_the_redacting_json_logger(
             records = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
             assert any(record["level"] == "info" and record["logger"].startswith("bot.") for record in records), stderr
             _secrets_absent(stdout, stderr)
+
+
+async def test_replay_logs_through_the_redacting_json_logger(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    recording = tmp_path / "volatile.jsonl.gz"  # calm opens no gap in 20 s: nothing to score
+    simulate = ["simulate", "--scenario", "volatile", "--duration", "20", "--out", str(recording)]
+    code, _, stderr = await _run(simulate, subprocess_env, tmp_path, 120)
+    assert code == 0, stderr
+    config = yaml.safe_load(DEMO_CONFIG_PATH.read_text())
+    config["daemon"] = {**config.get("daemon", {}), "log_format": "json"}
+    config["scorer"]["model_dir"] = str(DEMO_CONFIG_PATH.parent.parent / "models")  # its load is logged at INFO
+    (tmp_path / "replay.yaml").write_text(yaml.safe_dump(config))
+    with private_redis(tmp_path, password=PASSWORD) as server:
+        env = _env(subprocess_env, server.port, ARBBOT_REDIS_PASSWORD=PASSWORD, ARBBOT_SIGNING_KEY=KEY)
+        args = ["replay", str(recording), "-c", str(tmp_path / "replay.yaml"), "-v"]
+        code, stdout, stderr = await _run(args, env, tmp_path, 120)
+    assert code == 0, stderr
+    assert "signals" in stdout
+    records = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(record["level"] == "info" and "loaded" in record["event"] for record in records), stderr
+    assert all(line.startswith("{") for line in stderr.splitlines() if line.strip()), stderr
+    _secrets_absent(stdout, stderr)
