@@ -211,6 +211,28 @@ def test_clip_grad_norm_and_adam_first_step() -> None:
     np.testing.assert_allclose(params["a"], [0.9, 1.1], rtol=1e-6)
 
 
+def test_adam_steps_every_parameter_as_the_textbook_update_does_across_dtypes() -> None:
+    rng = np.random.default_rng(3)
+    shapes = {"w": ((4, 3), np.float32), "b": ((4,), np.float32), "v": ((2, 2), np.float64), "s": ((1,), np.float32)}
+    params = {name: rng.normal(size=shape).astype(dtype) for name, (shape, dtype) in shapes.items()}
+    reference = {name: p.astype(np.float64) for name, p in params.items()}
+    moments = {name: (np.zeros(p.shape), np.zeros(p.shape)) for name, p in params.items()}
+    adam = Adam(params, lr=0.01, betas=(0.8, 0.95))
+    for step in range(1, 6):
+        grads = {name: rng.normal(size=p.shape).astype(p.dtype) for name, p in params.items()}
+        adam.step(grads)
+        for name, g in grads.items():
+            m, v = moments[name]
+            m[...] = 0.8 * m + 0.2 * g
+            v[...] = 0.95 * v + 0.05 * g.astype(np.float64) ** 2
+            reference[name] -= 0.01 * (m / (1 - 0.8**step)) / (np.sqrt(v / (1 - 0.95**step)) + 1e-8)
+    for name, p in params.items():
+        assert p.dtype == shapes[name][1]
+        np.testing.assert_allclose(p, reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match="gradient w has shape"):
+        adam.step({name: np.zeros(3) if name == "w" else np.zeros(p.shape) for name, p in params.items()})
+
+
 def test_learns_sign_of_sum() -> None:
     rng = np.random.default_rng(42)
     model = LSTM.init(1, 8, 1, rng, np.float64)

@@ -63,7 +63,7 @@ class Adam:
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            group.apply(step_size * m / (np.sqrt(v) / root_correction + self.eps))
+            group.apply(self.params, step_size * m / (np.sqrt(v) / root_correction + self.eps))
         if self._on_step is not None:
             self._on_step()
 
@@ -73,7 +73,7 @@ class _FlatGroup:
 
     def __init__(self, names: list[str], params: list[Array]) -> None:
         self.names = names
-        self.params = params
+        self.shapes = [p.shape for p in params]
         sizes = [p.size for p in params]
         self.bounds = list(zip(np.cumsum([0, *sizes[:-1]]).tolist(), np.cumsum(sizes).tolist(), strict=True))
         dtype = params[0].dtype
@@ -83,14 +83,17 @@ class _FlatGroup:
 
     def gather(self, grads: dict[str, Array]) -> Array:
         """Return the group's gradients as one flat array (shapes must match the parameters')."""
-        for name, p, (start, stop) in zip(self.names, self.params, self.bounds, strict=True):
+        for name, shape, (start, stop) in zip(self.names, self.shapes, self.bounds, strict=True):
             g = grads[name]
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {name} has shape {g.shape}, parameter has {p.shape}")
+            if g.shape != shape:
+                raise ValueError(f"gradient {name} has shape {g.shape}, parameter has {shape}")
             self._grad[start:stop] = g.reshape(-1)
         return self._grad
 
-    def apply(self, flat_update: Array) -> None:
-        """Subtract a flat update from the parameters, in place."""
-        for p, (start, stop) in zip(self.params, self.bounds, strict=True):
-            p -= flat_update[start:stop].reshape(p.shape)
+    def apply(self, params: dict[str, Array], flat_update: Array) -> None:
+        """Subtract a flat update from the named parameters, in place (looked up afresh: they may be rebound)."""
+        for name, shape, (start, stop) in zip(self.names, self.shapes, self.bounds, strict=True):
+            p = params[name]
+            if p.shape != shape:
+                raise ValueError(f"parameter {name} changed shape from {shape} to {p.shape}")
+            p -= flat_update[start:stop].reshape(shape)
