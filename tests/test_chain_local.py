@@ -266,7 +266,9 @@ async def test_local_chain_activity_moves_pools_and_base_fee_then_stops_everythi
             parent["baseFeePerGas"], parent["gasUsed"], parent["gasLimit"]
         )
     fees = [block["baseFeePerGas"] for block in chain_blocks]
-    full = [block["gasUsed"] > 0.9 * GAS_LIMIT for block in chain_blocks]
+    # Full: no room left for another burner transaction. Seven burns and a swap (1.80M of 2M) are as full as
+    # eight burns, and which of the two a block gets depends on how sending and mining interleave.
+    full = [block["gasUsed"] > GAS_LIMIT - activity.burn_tx_gas for block in chain_blocks]
     assert sum(full) >= 2, [block["gasUsed"] for block in chain_blocks]
     assert any(b > a for a, b in itertools.pairwise(fees))
     assert any(b < a for a, b in itertools.pairwise(fees))
