@@ -114,6 +114,25 @@ def test_dropout_gradients_match_central_differences_with_fixed_mask() -> None:
         assert _rel_err(grads[name], numeric).max() < 1e-6, name
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_last_step_gives_backward_s_parameter_gradients(dtype: Any) -> None:
+    rng = np.random.default_rng(5)
+    model = LSTM.init(3, 4, 3, rng, dtype)
+    x = rng.normal(size=(6, 7, 3)).astype(dtype)
+    d_last = rng.normal(size=(6, 4)).astype(dtype)
+    _, cache = model.forward_train(x, dropout=0.3, rng=np.random.default_rng(2))
+    full, _ = model.backward(cache, last_step_grad(d_last, 7))
+    # The scratch buffers now hold the full pass's values: the last-step pass must not read them.
+    model._scratch["d_top"].fill(np.nan)
+    last = model.backward_last_step(cache, d_last)
+    assert list(last) == list(full)
+    for name, grad in full.items():
+        assert grad.any(), name
+        np.testing.assert_array_equal(last[name], grad, err_msg=name)
+    with pytest.raises(ValueError, match="d_last must have shape"):
+        model.backward_last_step(cache, d_last[:, :3])
+
+
 def test_hand_computed_steps_pin_gate_order() -> None:
     # H = F = 1, W_hh = 0, x = 1 at both steps, so every step sees the same pre-activations:
     # z_i = 0.5, z_f = -1.0 + 0.5 = -0.5 (bias_hh), z_g = 2.0, z_o = 0.25 + 0.5 = 0.75 (bias_ih).

@@ -233,11 +233,11 @@ class _NumpySide:
         return self.lstm.forward(x)
 
     def train_step(self, x: Any, targets: dict[str, Any]) -> None:
-        from bot.model import clip_grad_norm, last_step_grad
+        from bot.model import clip_grad_norm
 
         outputs, cache = self.lstm.forward_train(x)
         _, head_grads, d_last = self.heads.loss(outputs[:, -1], targets)
-        grads, _ = self.lstm.backward(cache, last_step_grad(d_last, x.shape[1]))
+        grads = self.lstm.backward_last_step(cache, d_last)
         all_grads = {**grads, **head_grads}
         clip_grad_norm(all_grads, 1.0)
         self.adam.step(all_grads)

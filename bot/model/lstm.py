@@ -386,12 +386,37 @@ class LSTM:
     def backward(self, cache: LSTMCache, d_outputs: Array) -> tuple[dict[str, Array], Array]:
         """Backpropagate through time: return gradients named like `state_dict` and the gradient w.r.t. x."""
         batch, time, _ = cache.batch_first_shape
-        hidden = self.hidden_size
-        expected = (batch, time, hidden)
+        expected = (batch, time, self.hidden_size)
         if d_outputs.shape != expected:
             raise ValueError(f"d_outputs must have shape {expected}, got {d_outputs.shape}")
-        d_h = self._buffer("d_top", (time, hidden, batch))
-        np.copyto(d_h, np.asarray(d_outputs).transpose(1, 2, 0))
+        d_top = self._buffer("d_top", (time, self.hidden_size, batch))
+        np.copyto(d_top, np.asarray(d_outputs).transpose(1, 2, 0))
+        grads, d_x = self._backward(cache, d_top, input_grad=True)
+        assert d_x is not None
+        return grads, np.ascontiguousarray(d_x.transpose(2, 0, 1))
+
+    def backward_last_step(self, cache: LSTMCache, d_last: Array) -> dict[str, Array]:
+        """Return the parameter gradients when only the last step's output has a gradient, `d_last` (batch, hidden).
+
+        This is what training on the last hidden state needs: the same gradients as `backward` given
+        `last_step_grad(d_last, time)`, without building that mostly-zero array (a fresh one costs a page fault
+        per 4 KiB, ~8% of a training step) or the gradient w.r.t. x, which training does not use.
+        """
+        batch, time, _ = cache.batch_first_shape
+        expected = (batch, self.hidden_size)
+        if d_last.shape != expected:
+            raise ValueError(f"d_last must have shape {expected}, got {d_last.shape}")
+        d_top = self._buffer("d_top", (time, self.hidden_size, batch))
+        d_top[:-1] = 0
+        np.copyto(d_top[-1], np.asarray(d_last).T)
+        grads, _ = self._backward(cache, d_top, input_grad=False)
+        return grads
+
+    def _backward(self, cache: LSTMCache, d_top: Array, input_grad: bool) -> tuple[dict[str, Array], Array | None]:
+        """Backpropagate d_top (time, hidden, batch); the gradient w.r.t. x, time-major, only if `input_grad`."""
+        batch, time, _ = cache.batch_first_shape
+        hidden = self.hidden_size
+        d_h = d_top
         grads: dict[str, Array] = {}
         for k in reversed(range(self.num_layers)):
             layer = cache.layers[k]
@@ -405,11 +430,12 @@ class LSTM:
             grads[f"weight_hh_l{k}"] = np.ascontiguousarray(d_w[:, features:-1])
             grads[f"bias_ih_l{k}"] = d_w[:, -1].copy()
             grads[f"bias_hh_l{k}"] = d_w[:, -1].copy()
-            d_h = np.matmul(layer.w_ih.T, d_z, out=self._buffer(f"d_in{k}", (time, features, batch)))
-            if layer.mask is not None:
-                d_h *= layer.mask
+            if k > 0 or input_grad:
+                d_h = np.matmul(layer.w_ih.T, d_z, out=self._buffer(f"d_in{k}", (time, features, batch)))
+                if layer.mask is not None:
+                    d_h *= layer.mask
         ordered = {name: grads[name] for name in self.params}
-        return ordered, np.ascontiguousarray(d_h.transpose(2, 0, 1))
+        return ordered, d_h if input_grad else None
 
     def _layer_backward(self, d_out: Array, layer: _LayerCache) -> Array:
         """Return the gradient w.r.t. one layer's gate pre-activations (T, 4H, B), internal order (o, i, f, g)."""

@@ -36,7 +36,7 @@ from bot.config import RootConfig
 from bot.model.baselines import LogisticModel, fit_logistic, naive_scores
 from bot.model.file import ModelFile, save_model
 from bot.model.forecast import SpreadForecaster, fit_forecaster, without_padding
-from bot.model.heads import HEAD_NAMES, Heads, last_step_grad
+from bot.model.heads import HEAD_NAMES, Heads
 from bot.model.labels import LabelSettings
 from bot.model.lstm import LSTM
 from bot.model.metrics import PnlSimulator, best_threshold, classification_metrics
@@ -241,7 +241,7 @@ class _Network:
             settings.huber_delta,
             lower_bounds={"lifetime_log_ms": censored},
         )
-        grads, _ = self.lstm.backward(cache, last_step_grad(d_h, x.shape[1]))
+        grads = self.lstm.backward_last_step(cache, d_h)
         grads.update(head_grads)
         clip_grad_norm(grads, settings.clip_norm)
         self.adam.step(grads)
