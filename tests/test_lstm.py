@@ -293,6 +293,9 @@ def test_a_censored_target_is_a_lower_bound_by_hand() -> None:
     # Huber tail, 2 - 0.5.
     assert loss == pytest.approx((0.0 + 0.125 + 1.5) / 3)
     assert grads["head.lifetime_log_ms.bias"][0] == pytest.approx((0.0 - 0.5 - 1.0) / 3)
+    for name in HEAD_NAMES:  # heads of weight 0 (their targets absent) learn nothing
+        assert grads[f"head.{name}.weight"].shape == (1, 2) and grads[f"head.{name}.bias"].shape == (1,)
+        assert grads[f"head.{name}.weight"].any() == (name == "lifetime_log_ms")
     exact, _, _ = heads.loss(h, targets, {"lifetime_log_ms": 1.0})
     assert exact == pytest.approx((0.125 + 0.125 + 1.5) / 3)
     with pytest.raises(ValueError, match="regression heads"):

@@ -12,6 +12,11 @@ Array = NDArray[Any]
 
 HEAD_NAMES = ("p_profitable", "lifetime_log_ms", "edge_bps")
 _CLASSIFIERS = frozenset({"p_profitable"})
+_REGRESSION_NAMES = tuple(name for name in HEAD_NAMES if name not in _CLASSIFIERS)
+_COLUMNS = tuple(name for name in HEAD_NAMES if name in _CLASSIFIERS) + _REGRESSION_NAMES
+"""`Heads.loss` works on one column per head: the classifiers, then the regression heads (slices, not lists)."""
+_CLASSIFIER_COLUMNS = slice(0, len(HEAD_NAMES) - len(_REGRESSION_NAMES))
+_REGRESSION_COLUMNS = slice(_CLASSIFIER_COLUMNS.stop, len(HEAD_NAMES))
 
 
 def _sigmoid(z: Array) -> Array:
@@ -83,36 +88,41 @@ class Heads:
         unknown = set(weights) - set(HEAD_NAMES)
         if unknown:
             raise ValueError(f"unknown heads in weights: {sorted(unknown)}")
-        batch = h_last.shape[0]
-        total = 0.0
-        grads: dict[str, Array] = {}
-        d_h = np.zeros_like(h_last)
         bounds = lower_bounds or {}
         if not set(bounds) <= set(HEAD_NAMES) - _CLASSIFIERS:
             raise ValueError(f"lower bounds apply to regression heads only, got {sorted(bounds)}")
-        for name in HEAD_NAMES:
-            w = weights.get(name, 0.0)
-            weight = self.params[f"head.{name}.weight"]
-            if w == 0.0:
-                grads[f"head.{name}.weight"] = np.zeros_like(weight)
-                grads[f"head.{name}.bias"] = np.zeros_like(self.params[f"head.{name}.bias"])
-                continue
-            y = np.asarray(targets[name], dtype=h_last.dtype)
-            z = self._linear(name, h_last)
-            if name in _CLASSIFIERS:
-                # Cross-entropy with logits, stable form: softplus(z) - y * z.
-                per = np.maximum(z, 0) - y * z + np.log1p(np.exp(-np.abs(z)))
-                dz = _sigmoid(z) - y
-            else:
-                r = z - y
-                if name in bounds:
-                    r = np.where(np.asarray(bounds[name], dtype=bool), np.minimum(r, 0.0), r)
-                small = np.abs(r) <= huber_delta
-                per = np.where(small, 0.5 * r * r, huber_delta * (np.abs(r) - 0.5 * huber_delta))
-                dz = np.clip(r, -huber_delta, huber_delta)
-            total += w * float(per.mean())
-            dz = (w / batch) * dz
-            grads[f"head.{name}.weight"] = (dz @ h_last)[None, :]
-            grads[f"head.{name}.bias"] = np.array([dz.sum()], dtype=h_last.dtype)
-            d_h += dz[:, None] * weight
+        # All heads at once, one column each (a call per head and step would cost more than the arithmetic); a
+        # head of weight 0 keeps a zero gradient and its targets are not read.
+        batch, dtype = h_last.shape[0], h_last.dtype
+        head_weights = np.array([weights.get(name, 0.0) for name in _COLUMNS], dtype=dtype)
+        weight = np.concatenate([self.params[f"head.{name}.weight"] for name in _COLUMNS])  # (heads, H)
+        bias = np.concatenate([self.params[f"head.{name}.bias"] for name in _COLUMNS])
+        z = h_last @ weight.T + bias  # (batch, heads)
+        y = np.zeros_like(z)
+        for column, name in enumerate(_COLUMNS):
+            if head_weights[column] != 0.0:
+                y[:, column] = targets[name]
+        per = np.empty_like(z)
+        dz = np.empty_like(z)
+        zc, yc = z[:, _CLASSIFIER_COLUMNS], y[:, _CLASSIFIER_COLUMNS]
+        # Cross-entropy with logits, stable form: softplus(z) - y * z.
+        per[:, _CLASSIFIER_COLUMNS] = np.maximum(zc, 0) - yc * zc + np.log1p(np.exp(-np.abs(zc)))
+        dz[:, _CLASSIFIER_COLUMNS] = _sigmoid(zc) - yc
+        r = z[:, _REGRESSION_COLUMNS] - y[:, _REGRESSION_COLUMNS]
+        for name, censored in bounds.items():
+            column = _REGRESSION_NAMES.index(name)  # within r
+            np.minimum(r[:, column], 0.0, out=r[:, column], where=np.asarray(censored, dtype=bool))
+        size = np.abs(r)
+        per[:, _REGRESSION_COLUMNS] = np.where(
+            size <= huber_delta, 0.5 * r * r, huber_delta * (size - 0.5 * huber_delta)
+        )
+        dz[:, _REGRESSION_COLUMNS] = np.clip(r, -huber_delta, huber_delta)
+        total = float(per.mean(axis=0, dtype=np.float64) @ head_weights)
+        dz *= head_weights / batch
+        weight_grads, bias_grads = dz.T @ h_last, dz.sum(axis=0)
+        grads: dict[str, Array] = {}
+        for column, name in enumerate(_COLUMNS):
+            grads[f"head.{name}.weight"] = weight_grads[column : column + 1].copy()
+            grads[f"head.{name}.bias"] = bias_grads[column : column + 1].copy()
+        d_h = dz @ weight
         return total, grads, d_h
