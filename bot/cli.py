@@ -901,7 +901,12 @@ def backtest(
 
     files = _recordings(data, list(ctx.args))
     cfg = _load(config)
-    setup_role_logging(cfg.daemon.log_format, verbose)
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
+    try:
+        access = RedisAccess.of(cfg.redis, secrets)
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
     _output_folder(out / "report.json", "--out")
     try:
         model_dir = prepare_out(out, model)
@@ -914,7 +919,7 @@ def backtest(
         print(f"arbbot backtest: {stats.events:,} events, {stats.signals:,} signals", file=sys.stderr, flush=True)
 
     try:
-        result = asyncio.run(run_chain(cfg, files, out, model_dir, progress))
+        result = asyncio.run(run_chain(cfg, files, out, model_dir, progress, access=access))
     except (BacktestError, PaperError, RecordingError, RedisUnavailable) as exc:
         raise _fail(str(exc)) from None
     except (RedisError, OSError) as exc:

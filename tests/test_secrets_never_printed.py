@@ -1,6 +1,6 @@
 """The Redis password and the signing key never reach stdout, stderr (with -v), logs or JSON summaries of
-`arbbot run`, `demo`, `risk`, `paper` and `replay`, with the secrets given as environment values and as files;
-and the roles do sign (their heartbeats and decisions verify with the key)."""
+`arbbot run`, `demo`, `risk`, `paper`, `replay` and `backtest`, with the secrets given as environment values and as
+files; and the roles do sign (their heartbeats and decisions verify with the key)."""
 
 from __future__ import annotations
 
@@ -155,9 +155,22 @@ async def test_replay_logs_through_the_redacting_json_logger(subprocess_env: dic
         env = _env(subprocess_env, server.port, ARBBOT_REDIS_PASSWORD=PASSWORD, ARBBOT_SIGNING_KEY=KEY)
         args = ["replay", str(recording), "-c", str(tmp_path / "replay.yaml"), "-v"]
         code, stdout, stderr = await _run(args, env, tmp_path, 120)
+        assert code == 0, stderr
+        assert "signals" in stdout
+        records = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert any(record["level"] == "info" and "loaded" in record["event"] for record in records), stderr
+        assert all(line.startswith("{") for line in stderr.splitlines() if line.strip()), stderr
+        _secrets_absent(stdout, stderr)
+
+        # The backtest drives the same recording through the whole chain on this Redis, with the password.
+        watcher = aioredis.Redis(host="127.0.0.1", port=server.port, password=PASSWORD)
+        before = (await watcher.info("stats"))["total_commands_processed"]
+        config_path = str(tmp_path / "replay.yaml")
+        args = ["backtest", "--data", str(recording), "--out", str(tmp_path / "bt"), "-c", config_path, "-v"]
+        code, stdout, stderr = await _run(args, env, tmp_path, 180)
+        after = (await watcher.info("stats"))["total_commands_processed"]
+        await watcher.aclose()
     assert code == 0, stderr
-    assert "signals" in stdout
-    records = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert any(record["level"] == "info" and "loaded" in record["event"] for record in records), stderr
-    assert all(line.startswith("{") for line in stderr.splitlines() if line.strip()), stderr
+    assert stdout.startswith("backtest: "), stdout
+    assert after - before > 100  # the chain's publishes and reads went to this Redis, not to one of its own
     _secrets_absent(stdout, stderr)

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from bot.backtest.clock import MarketTimeClock
 from bot.bus.channels import Channels
+from bot.bus.client import RedisAccess, redis_client
 from bot.bus.local_redis import LocalRedis, redis_answers
 from bot.bus.publisher import Publisher, SignalPublisher, route_by_type
 from bot.config import RootConfig
@@ -283,15 +284,20 @@ async def run_chain(
     model_dir: Path | None = None,
     progress: Callable[[BacktestStats], None] | None = None,
     progress_every: int = 20_000,
+    access: RedisAccess | None = None,
 ) -> BacktestRun:
-    """Replay `files` through the whole chain (after `prepare_out`); the ledger is written to `out/ledger.sqlite`."""
+    """Replay `files` through the whole chain (after `prepare_out`); the ledger is written to `out/ledger.sqlite`.
+
+    `access`: the Redis to use with its credentials (default: the config's URL, none); a private one is started
+    when it does not answer.
+    """
     local: LocalRedis | None = None
-    url = config.redis.url
-    if not await redis_answers(url):
+    access = access or RedisAccess(config.redis.url)
+    if not await redis_answers(access):
         local = await LocalRedis.start()
-        url = local.url
-    cfg = backtest_config(config, out, model_dir, url)
-    client = aioredis.from_url(url)
+        access = RedisAccess(local.url)
+    cfg = backtest_config(config, out, model_dir, access.url)
+    client = redis_client(access)
     chain: Chain | None = None
     try:
         chain = Chain(cfg, client)
