@@ -65,8 +65,8 @@ def test_normalisation_handles_constant_outliers_and_nan() -> None:
     norm = Normalisation.fit(rows)
     assert norm.std[2] == 1.0
     assert 0.5 < norm.std[1] < 2.0
-    z = norm.apply(np.array([[np.nan, 1e9, 7.0]]))
-    assert z.tolist() == [[0.0, 10.0, 0.0]]
+    z = norm.apply(np.array([[np.nan, 1e9, 7.0], [np.inf, -np.inf, -1e9]]))
+    assert z.tolist() == [[0.0, 10.0, 0.0], [10.0, -10.0, -10.0]]
     assert Normalisation.from_meta(norm.to_meta()).apply(rows[:5]).tolist() == norm.apply(rows[:5]).tolist()
 
 

@@ -59,8 +59,8 @@ class Normalisation:
     def apply(self, x: Array) -> NDArray[np.float32]:
         """Return normalised float32 features, same shape as `x`."""
         z = (np.asarray(x, dtype=np.float32) - self.mean) / self.std
-        np.nan_to_num(z, copy=False, nan=0.0, posinf=self.clip, neginf=-self.clip)
-        np.clip(z, -self.clip, self.clip, out=z)
+        np.clip(z, -self.clip, self.clip, out=z)  # ±inf to ±clip; NaN stays NaN
+        np.copyto(z, 0.0, where=np.isnan(z))  # half the cost of np.nan_to_num, which scans for every case
         return z
 
     def to_meta(self) -> dict[str, Any]:
