@@ -62,6 +62,23 @@ def _secrets(redis_password_file: Path | None, signing_key_file: Path | None) ->
         raise _fail(str(exc)) from None
 
 
+def _role_secrets(cfg: RootConfig, verbose: bool) -> Secrets:
+    """The config's secrets, with role logging set up to redact them (one line if a secret is unreadable)."""
+    from bot.observe import setup_role_logging
+
+    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
+    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
+    return secrets
+
+
+def _redis_access(redis: RedisConfig, secrets: Secrets) -> RedisAccess:
+    """How to reach the configured Redis with `secrets`; one line if the settings contradict each other."""
+    try:
+        return RedisAccess.of(redis, secrets)
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _output_folder(path: Path, option: str) -> None:
     """Create the folder an output file goes in now, before any long work; one line if that is impossible."""
     try:
@@ -86,7 +103,6 @@ def demo(
 ) -> None:
     """Run simulated venues, ccxt.pro feeds, strategy, scorer, risk and paper trader on this machine."""
     from bot.demo import run_demo, summary_table, write_summary
-    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError
     from bot.venues.faults import parse_faults
 
@@ -99,8 +115,7 @@ def demo(
         kinds = parse_faults(faults) if faults else []
     except ValueError as exc:
         raise _fail(f"--faults: {exc}") from None
-    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
+    secrets = _role_secrets(cfg, verbose)
     console = Console(highlight=False, soft_wrap=True)
     try:
         summary = event_loop.run(
@@ -130,7 +145,7 @@ def run(
     """The daemon: the chosen roles against the config's venues, with /healthz, /readyz and /metrics over HTTP,
     heartbeats on Redis, supervised tasks, and a clean stop on SIGINT/SIGTERM."""
     from bot.demo import run_demo, summary_table, write_summary
-    from bot.observe import ListenError, setup_role_logging
+    from bot.observe import ListenError
     from bot.paper.service import PaperError
 
     _positive(duration, "--duration")
@@ -141,8 +156,7 @@ def run(
             cfg = RootConfig.model_validate({**cfg.model_dump(), "roles": chosen})
         except ValueError as exc:
             raise _fail(f"--roles {roles}: choose from signals, risk, paper ({type(exc).__name__})") from None
-    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
+    secrets = _role_secrets(cfg, verbose)
     console = Console(highlight=False, soft_wrap=True)
     try:
         summary = event_loop.run(
@@ -245,17 +259,12 @@ def replay(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Drive the signal pipeline from recordings and publish the signals on Redis as live."""
-    from bot.observe import setup_role_logging
     from bot.recording import RecordingError
 
     _positive(speed, "--speed")
     cfg = _load(config)
-    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
-    try:
-        access = RedisAccess.of(cfg.redis, secrets)
-    except SecretError as exc:
-        raise _fail(str(exc)) from None
+    secrets = _role_secrets(cfg, verbose)
+    access = _redis_access(cfg.redis, secrets)
     try:
         summary = asyncio.run(_replay(cfg, access, secrets.signing(), files, speed))
     except RecordingError as exc:
@@ -704,10 +713,7 @@ def subscribe(
             raise _fail(f"ARBBOT_REDIS_URL: {exc.errors()[0]['msg']}") from None
         key_file = env.signing_key_file
     secrets = _secrets(redis_config.password_file, key_file)
-    try:
-        access = RedisAccess.of(redis_config, secrets)
-    except SecretError as exc:
-        raise _fail(str(exc)) from None
+    access = _redis_access(redis_config, secrets)
     if count is not None and count <= 0:
         raise _fail("--count must be positive")
     channels = Channels(pattern.split(":", 1)[0])
@@ -816,15 +822,13 @@ def paper_command(
     """Fill decisions from the decision stream against the books of the moment; keep the ledger; publish fills."""
     if ctx.invoked_subcommand is not None:
         return
-    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError, run_paper
 
     _positive(duration, "--duration")
     if config is None:
         raise _fail("arbbot paper needs --config/-c CONFIG")
     cfg = _load(config)
-    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
+    _role_secrets(cfg, verbose)  # for the logging that redacts them: run_paper reads them again itself
 
     def on_ready(line: str) -> None:
         print(f"arbbot paper: {line}", file=sys.stderr, flush=True)
@@ -895,18 +899,13 @@ def backtest(
     """Replay recordings through strategies, scorer, Redis, risk and paper trader on the recordings' clock."""
     from bot.backtest.report import backtest_report, write_outputs
     from bot.backtest.run import BacktestError, BacktestStats, prepare_out, run_chain
-    from bot.observe import setup_role_logging
     from bot.paper.service import PaperError
     from bot.recording import RecordingError
 
     files = _recordings(data, list(ctx.args))
     cfg = _load(config)
-    secrets = _secrets(cfg.redis.password_file, cfg.security.signing_key_file)
-    setup_role_logging(cfg.daemon.log_format, verbose, secrets.values())
-    try:
-        access = RedisAccess.of(cfg.redis, secrets)
-    except SecretError as exc:
-        raise _fail(str(exc)) from None
+    secrets = _role_secrets(cfg, verbose)
+    access = _redis_access(cfg.redis, secrets)
     _output_folder(out / "report.json", "--out")
     try:
         model_dir = prepare_out(out, model)
