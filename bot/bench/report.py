@@ -157,7 +157,7 @@ def _rss(result: Mapping[str, Any]) -> list[str]:
         f"{section['cpu_pct']['others']:.0f} % of a core). The engine applied "
         f"{section['engine_updates_per_s']:,.0f} updates/s (ccxt.pro hands a slow reader the latest book, not every "
         f"one); {section['role']['dropped']:,} signals or updates dropped, "
-        f"{section['role'].get('books_dropped', 0):,} books not republished (the book queue was full).",
+        f"{section['role'].get('books_dropped', 0):,} books dropped by a full republish queue.",
         "",
         _role_line("In the signals role", {section["scorer"]: section["role"]}),
     ]
