@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -17,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.bus.channels import Channels
 from bot.bus.codec import encode
+from bot.bus.redis_pipe import RedisPipe, pack
 from bot.bus.signing import Signer
 from bot.clock import Clock, SystemClock
 from bot.messages import (
@@ -29,7 +33,7 @@ from bot.messages import (
     PoolMessage,
     Signal,
 )
-from bot.queues import EMPTY, BoundedQueue
+from bot.queues import WARN_INTERVAL_S
 from bot.tasks import TaskSet, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,11 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 MAX_BATCH = 256
-"""Most queued messages sent in one pipeline."""
+"""Most held messages the writer task sends in one write."""
+HIGH_WATER_BYTES = 1 << 20
+"""A connection with this much unsent in its socket buffer takes no more writes until the buffer drains."""
+REPLY_TIMEOUT_S = 10.0
+"""A connection that has not confirmed a write for this long is given up (and its messages sent again)."""
 PROBE_INTERVAL_S = 0.1
 """While backing off after a Redis error, how often to ask whether Redis answers again."""
 
@@ -97,18 +105,32 @@ class PublisherStats:
 
     published: int = 0
     batches: int = 0
-    """Round trips the queued messages took (published ÷ batches: messages per write)."""
+    """Writes Redis confirmed (published ÷ batches: messages per write)."""
     redis_errors: int = 0
     unroutable: int = 0
+    unencodable: int = 0
+    """Messages that could not be serialised (a bug): logged, not queued."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages written together on the current pipe, and how many of their replies are still to come."""
+
+    messages: int
+    replies: int
+    sent_at: float
 
 
 class Publisher(Generic[M]):
-    """A bounded queue in front of Redis; a writer task publishes each message once Redis takes it.
+    """Publish messages in the order given; each leaves the process the moment it is submitted when Redis is up.
 
-    `route(message)` names the channel and the stream (None: pub/sub only). A full queue drops the new
-    message (counted, warned at a bounded rate) instead of blocking the producer; a Redis error keeps the
-    message and retries with backoff, so nothing accepted is lost. A message `route` refuses (ValueError)
-    is counted in `stats.unroutable` and not queued. With a `signer` every message is signed (`sig`).
+    `route(message)` names the channel and the stream (None: pub/sub only). A submitted message is encoded (and
+    signed, with a `signer`) at once and held until Redis confirms it: written on the spot through a `RedisPipe`
+    when everything before it is already on the wire, else by the writer task, which also (re)connects. At most
+    `queue_size` messages are held: beyond that a new one is dropped (counted, warned at a bounded rate) instead of
+    blocking the producer. A lost connection or an error reply sends every unconfirmed message again, in order,
+    after a backoff, so nothing accepted is lost (a message whose reply was lost may arrive twice: subscribers
+    drop duplicates by `id`). A message `route` refuses (ValueError) is counted in `stats.unroutable`.
     """
 
     def __init__(
@@ -121,51 +143,90 @@ class Publisher(Generic[M]):
         name: str = "publisher",
         signer: Signer | None = None,
     ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
         self.stats = PublisherStats()
         self.name = name
         self._client = client
         self._route = route
         self._maxlen = stream_maxlen
+        self._capacity = queue_size
         self._clock = clock or SystemClock()
         self._signer = signer
-        self._queue: BoundedQueue[tuple[M, Route]] = BoundedQueue(name, queue_size, self._clock.monotonic)
         self._rng = random.Random()
+        self._held: deque[tuple[bytes, Route]] = deque()
+        self._on_wire = 0  # how many held messages, from the oldest, the current pipe has taken
+        self._batches: deque[_Batch] = deque()
+        self._pipe: RedisPipe | None = None
+        self._pipe_error: RedisError | None = None  # what ended the last pipe, for the backoff
+        self._attempt = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._dropped = 0
+        self._last_warning = float("-inf")
         self._writer: asyncio.Task[None] | None = None
         self.tasks = TaskSet()
 
     def start(self) -> None:
-        # Supervised: a writer that dies on a bug (a message that cannot be encoded) starts again on the next one.
+        # Supervised: a writer that dies on a bug starts again, and finds the held messages where they were.
         self._writer = self.tasks.supervise(self._write, self.name)
 
     def submit(self, message: M) -> bool:
-        """Queue a message for publishing; False (and counted) if the queue is full or it has no route."""
+        """Accept a message for publishing; False (and counted) if too many are held or it has no route."""
         try:
             route = self._route(message)
         except ValueError as exc:
             self.stats.unroutable += 1
             log.warning("%s: dropped a message with no route (%s)", self.name, exc)
             return False
-        return self._queue.offer((message, route))
+        if len(self._held) >= self._capacity:
+            self._drop()
+            return False
+        try:
+            payload = encode(message, self._signer)
+        except Exception:
+            self.stats.unencodable += 1
+            log.exception("%s: dropped a message that cannot be encoded", self.name)
+            return False
+        self._held.append((payload, route))
+        pipe = self._pipe
+        if pipe is not None and self._on_wire == len(self._held) - 1 and pipe.buffered_bytes < HIGH_WATER_BYTES:
+            self._send(pipe, 1)
+        else:
+            self._wake.set()
+        return True
+
+    def _drop(self) -> None:
+        self._dropped += 1
+        now = self._clock.monotonic()
+        if now - self._last_warning >= WARN_INTERVAL_S:
+            self._last_warning = now
+            log.warning("%s queue full: %d items dropped so far", self.name, self._dropped)
 
     @property
     def dropped(self) -> int:
-        return self._queue.dropped
+        return self._dropped
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Messages accepted and not yet confirmed by Redis."""
+        return len(self._held)
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Flush what is queued (within `timeout_s`), then stop the writer."""
+        """Flush what is held (within `timeout_s`), then stop the writer and close the connection."""
         if self._writer is None:
             return
-        await self._queue.close()
+        self._closing = True
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
         except TimeoutError:
-            log.warning("%s: %d messages not flushed before shutdown", self.name, len(self._queue))
+            log.warning("%s: %d messages not flushed before shutdown", self.name, len(self._held))
             await cancel_and_wait(self._writer)
         self._writer = None
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            await pipe.close()
 
     async def publish_with(
         self,
@@ -222,35 +283,106 @@ class Publisher(Generic[M]):
         return True
 
     async def _write(self) -> None:
-        # Whatever queued up while the last write was in flight goes out in the next one: one round trip for a
-        # burst instead of one per message, so a busy producer drains the queue faster than it fills it.
-        while (item := await self._queue.get()) is not None:
-            batch = [item]
-            closing = False
-            while len(batch) < MAX_BATCH and (more := self._queue.get_nowait()) is not EMPTY:
-                if more is None:
-                    closing = True
-                    break
-                batch.append(more)
-            await self._publish_until_done(batch)
-            if closing:
-                return
-
-    async def _publish_until_done(self, batch: list[tuple[M, Route]]) -> None:
-        writes = [(encode(message, self._signer), route) for message, route in batch]
-        attempt = 0
+        # Connects while messages are held and no pipe is up, writes what the submit calls could not (held back
+        # by a full socket buffer, or accepted while Redis was down), and gives up on a pipe whose replies stall.
         while True:
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for payload, (channel, stream) in writes:
-                        add_publish(pipe, channel, stream, payload, self._maxlen)
-                    await pipe.execute()
-            except RedisError as exc:
-                attempt = await self._back_off(exc, attempt)
+            self._wake.clear()
+            if self._closing and not self._held:
+                return
+            pipe = self._pipe
+            if pipe is None:
+                if self._held:
+                    await self._connect()
+                    continue
+            elif self._on_wire < len(self._held):
+                if pipe.buffered_bytes >= HIGH_WATER_BYTES:
+                    await self._drain(pipe)
+                elif self._pipe is pipe:
+                    self._send(pipe, min(MAX_BATCH, len(self._held) - self._on_wire))
                 continue
-            self.stats.published += len(writes)
-            self.stats.batches += 1
+            await self._wait_for_work()
+
+    async def _connect(self) -> None:
+        error, self._pipe_error = self._pipe_error, None
+        if error is not None:  # the last pipe ended in an error: wait before the next one
+            self._attempt = await self._back_off(error, self._attempt)
+        try:
+            pipe = await RedisPipe.open(self._client, self._on_reply, self._on_lost)
+        except RedisError as exc:
+            self._pipe_error = exc
             return
+        self._pipe, self._on_wire = pipe, 0
+        self._batches.clear()
+
+    async def _drain(self, pipe: RedisPipe) -> None:
+        try:
+            await pipe.drain()
+        except RedisError as exc:
+            if self._pipe is pipe:
+                self._give_up(pipe, exc)
+
+    async def _wait_for_work(self) -> None:
+        """Wait until woken; while replies are due, at most until the oldest is REPLY_TIMEOUT_S late."""
+        if not self._batches or self._pipe is None:
+            await self._wake.wait()
+            return
+        left = self._batches[0].sent_at + REPLY_TIMEOUT_S - self._clock.monotonic()
+        if left > 0.0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+            return
+        self._give_up(self._pipe, RedisTimeoutError(f"no reply from Redis for {REPLY_TIMEOUT_S:.0f} s"))
+
+    def _send(self, pipe: RedisPipe, count: int) -> None:
+        """Write the next `count` held messages that are not on the wire yet, in one write."""
+        parts: list[bytes] = []
+        replies = 0
+        for payload, (channel, stream) in itertools.islice(self._held, self._on_wire, self._on_wire + count):
+            parts.append(pack(b"PUBLISH", channel, payload))
+            replies += 1
+            if stream is not None:
+                parts.append(pack(b"XADD", stream, b"MAXLEN", b"~", self._maxlen, b"*", b"data", payload))
+                replies += 1
+        pipe.write(b"".join(parts))
+        self._on_wire += count
+        self._batches.append(_Batch(count, replies, self._clock.monotonic()))
+
+    def _on_reply(self, reply: Any) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            return
+        if isinstance(reply, RedisError):
+            # Redis refused a command (out of memory, a read-only replica, …): send everything unconfirmed again.
+            self._give_up(pipe, reply)
+            return
+        batch = self._batches[0]
+        batch.replies -= 1
+        if batch.replies:
+            return
+        self._batches.popleft()
+        for _ in range(batch.messages):
+            self._held.popleft()
+        self._on_wire -= batch.messages
+        self.stats.published += batch.messages
+        self.stats.batches += 1
+        self._attempt = 0
+        if self._closing and not self._held:
+            self._wake.set()
+
+    def _on_lost(self, error: BaseException) -> None:
+        self._forget_pipe(error if isinstance(error, RedisError) else RedisConnectionError(str(error)))
+
+    def _give_up(self, pipe: RedisPipe, error: RedisError) -> None:
+        pipe.abort()
+        self._forget_pipe(error)
+
+    def _forget_pipe(self, error: RedisError) -> None:
+        """The current pipe is gone: every held message is to be written again, after a backoff."""
+        self._pipe, self._pipe_error = None, error
+        self._on_wire = 0
+        self._batches.clear()
+        self._wake.set()
 
 
 class SignalPublisher(Publisher[Signal]):
