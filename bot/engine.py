@@ -41,10 +41,16 @@ class EngineStats:
     listener_errors: int = 0
     scorer_errors: int = 0
     signals_from_stale_books: int = 0
+    event_errors: int = 0
+    """Events whose processing raised (a bug): logged and skipped, the engine goes on."""
 
 
 class SignalEngine:
-    """Turn market events into signals; a bounded queue decouples it from the feeds.
+    """Turn market events into signals.
+
+    While `run()` runs, an event submitted with nothing queued before it is processed at once, in the submitting
+    feed's stack: its signals are published before the event loop turns again. Events submitted meanwhile (from
+    within that processing, or before `run()`) wait in a bounded queue that `run()` drains in order.
 
     An opportunity closes as soon as one of its books stops being usable (stale, resyncing, invalid).
     """
@@ -72,6 +78,8 @@ class SignalEngine:
         self._queue: BoundedQueue[MarketEvent] = BoundedQueue("engine", queue_size, self._clock.monotonic)
         self._market_listeners: list[Callable[[MarketEvent], object]] = []
         self._evaluation_listeners: list[Callable[[Sequence[Evaluation]], object]] = []
+        self._running = False
+        self._processing = False
 
     def add_market_listener(self, listener: Callable[[MarketEvent], object]) -> None:
         """Call `listener` with every market event the market state accepted, before strategies see it."""
@@ -90,13 +98,32 @@ class SignalEngine:
         return self._queue.dropped
 
     def submit(self, event: MarketEvent) -> None:
-        """Queue a market event (the feeds' sink); a full queue drops it, counted."""
-        self._queue.offer(event)
+        """The feeds' sink: process a market event now if nothing is queued before it, else queue it (a full queue
+        drops it, counted)."""
+        if self._running and not self._processing and not len(self._queue):
+            self._process(event)
+        else:
+            self._queue.offer(event)
 
     async def run(self) -> None:
-        """Process queued events until `stop()`."""
-        while (event := await self._queue.get()) is not None:
+        """Process submitted events until `stop()`."""
+        self._running = True
+        try:
+            while (event := await self._queue.get()) is not None:
+                self._process(event)
+        finally:
+            self._running = False
+
+    def _process(self, event: MarketEvent) -> None:
+        self._processing = True
+        try:
             self.on_event(event)
+        except Exception:
+            # A bug in one event's processing costs that event, never the feed that submitted it.
+            self.stats.event_errors += 1
+            log.exception("engine failed on a %s event", event.type)
+        finally:
+            self._processing = False
 
     def on_event(self, event: MarketEvent) -> None:
         if isinstance(event, BookEvent):
@@ -134,6 +161,8 @@ class SignalEngine:
             )
 
     async def stop(self) -> None:
+        """Let `run()` finish what is queued and return; events submitted from now on are queued, not processed."""
+        self._running = False
         await self._queue.close()
 
     def on_book(self, book: BookEvent) -> None:

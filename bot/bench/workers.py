@@ -118,7 +118,7 @@ async def signals(spec: dict[str, Any], ready: Callable[[], None], stop: asyncio
         "books_dropped": role.market_publisher.publisher.dropped if role.market_publisher is not None else 0,
         "rejected": role.rejections.total,
         "reconnects": sum(health.reconnects for health in role.health.venues.values()),
-        "errors": stats.strategy_errors + stats.scorer_errors + stats.listener_errors,
+        "errors": stats.strategy_errors + stats.scorer_errors + stats.listener_errors + stats.event_errors,
     }
 
 

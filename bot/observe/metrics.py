@@ -65,7 +65,7 @@ METRICS: tuple[MetricDef, ...] = (
     # signals role
     MetricDef("arbbot_opportunities_total", "counter", "Opportunities the strategies found (before scoring)."),
     MetricDef("arbbot_signals_total", "counter", "Signals emitted, by strategy kind.", ("kind",)),
-    MetricDef("arbbot_engine_errors_total", "counter", "Strategy, listener and scorer calls that raised (skipped).",
+    MetricDef("arbbot_engine_errors_total", "counter", "Strategy, listener, scorer or event work that raised.",
               ("kind",)),
     # risk role
     MetricDef("arbbot_decisions_total", "counter", "Decisions taken, by action.", ("action",)),
@@ -197,6 +197,8 @@ class EngineCounters(Protocol):
     def listener_errors(self) -> int: ...
     @property
     def scorer_errors(self) -> int: ...
+    @property
+    def event_errors(self) -> int: ...
 
 
 class RejectionCounts(Protocol):
@@ -334,6 +336,7 @@ class Metrics:
             yield Sample("arbbot_engine_errors_total", ("strategy",), stats.strategy_errors)
             yield Sample("arbbot_engine_errors_total", ("listener",), stats.listener_errors)
             yield Sample("arbbot_engine_errors_total", ("scorer",), stats.scorer_errors)
+            yield Sample("arbbot_engine_errors_total", ("event",), stats.event_errors)
 
         self.add_source(name, read)
 
