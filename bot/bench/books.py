@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.events import Level
@@ -76,8 +76,8 @@ class BookDriver:
     the top moves past them: about 20 level changes per frame, like real venues.
 
     `ts` rises strictly per symbol across its venues (near the wall clock in ms), so (symbol, ts) names one
-    update; while recording, `stamps[(symbol, ts)]` is `time.time_ns()` once its venue server has queued the
-    frame on every subscribed connection (the connection's writer sends it in the same loop turn).
+    update; while recording, `stamps[(symbol, ts)]` is `time.time_ns()` when its frame left the venue server: when
+    the connection's writer had written it to the socket (with several subscribed connections, the last one).
     """
 
     def __init__(self, shape: MarketShape, servers: Sequence[VenueServer], seed: int = 7) -> None:
@@ -117,23 +117,31 @@ class BookDriver:
         self._visits[i][j] += 1
         phase = self._visits[i][j] % shape.cross_period if i == j % shape.venues else -1
         self._mids[j] *= 1.0 + self._rng.gauss(0.0, STEP_BPS * 1e-4)
-        ts = self._publish(i, j, crossed=phase == 0)
+        ts = self._publish(i, j, crossed=phase == 0, stamp=self.recording)
         if self.recording:
             key = (self._symbols[j], ts)
-            self.stamps[key] = time.time_ns()
             self.recorded_updates += 1
             if phase in (0, 1):
                 self.triggering.add(key)
 
-    def _publish(self, i: int, j: int, crossed: bool) -> int:
+    def _publish(self, i: int, j: int, crossed: bool, stamp: bool = False) -> int:
         center = self._mids[j] * (1.0 + self.shape.cross_bps * 1e-4) if crossed else self._mids[j]
         sizes = [self._rng.uniform(0.2, 3.0) for _ in range(REQUOTED_LEVELS)]
         bids = self._side(j, center, sizes, -1)
         asks = self._side(j, center, sizes, 1)
         ts = max(time.time_ns() // 1_000_000, self._last_ts[j] + 1)
         self._last_ts[j] = ts
-        self._servers[i].publish_book(self._symbols[j], ts, bids, asks)
+        on_sent = self._stamper((self._symbols[j], ts)) if stamp else None
+        self._servers[i].publish_book(self._symbols[j], ts, bids, asks, on_sent)
         return ts
+
+    def _stamper(self, key: tuple[str, int]) -> Callable[[], None]:
+        stamps = self.stamps
+
+        def sent() -> None:
+            stamps[key] = time.time_ns()
+
+        return sent
 
     def _side(self, j: int, center: float, sizes: Sequence[float], sign: int) -> tuple[Level, ...]:
         """Bids (sign -1) or asks (+1), best first: the quoted top, then the grid beyond it."""

@@ -4,10 +4,10 @@ subscriber in another process, beside raw Redis pub/sub latency between two proc
 Processes: this one runs the venue servers and publishes the books (`BookDriver`, paced at `rate_per_s` in all);
 a `signals` child runs the real signals role (ccxt.pro feeds, engine, scorer, publisher); a `signal-probe` child
 subscribes to the signals. A signal's `ts` is the `ts` of the book that triggered it, unique per symbol, so
-(symbol, ts) finds the time the venue server queued that book's frame; latency = the probe's arrival time minus
-that, both `time.time_ns()` of one host. A book may trigger several signals (one per venue pair it crosses): each
-is a sample. The raw Redis reference: a `raw-pub` child PUBLISHes `{"t": time_ns}` at the same rate, a `raw-sub`
-child PSUBSCRIBEs as the signal subscriber does and takes arrival − t.
+(symbol, ts) finds the time that book's frame left the venue server (written to the role's socket); latency = the
+probe's arrival time minus that, both `time.time_ns()` of one host. A book may trigger several signals (one per
+venue pair it crosses): each is a sample. The raw Redis reference: a `raw-pub` child PUBLISHes `{"t": time_ns}`
+at the same rate, a `raw-sub` child PSUBSCRIBEs as the signal subscriber does and takes arrival − t.
 """
 
 from __future__ import annotations

@@ -94,27 +94,32 @@ class Connection:
         self.sent = 0
         self.stalled = False
         self._transport = request.transport
-        self._queue: asyncio.Queue[str] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[tuple[str, Callable[[], None] | None]] = asyncio.Queue(max_queue)
         self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"venue-writer-{conn_id}")
 
-    def send(self, text: str) -> None:
-        """Queue a frame; a stalled connection swallows it; a client too slow to keep up is disconnected."""
+    def send(self, text: str, on_sent: Callable[[], None] | None = None) -> None:
+        """Queue a frame; a stalled connection swallows it; a client too slow to keep up is disconnected.
+
+        `on_sent` is called once the frame has been written to the socket.
+        """
         if self.stalled:
             return
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait((text, on_sent))
         except asyncio.QueueFull:
             log.warning("venue connection %s too slow, closing it", self.conn_id)
             self.abort()
 
     async def _write(self) -> None:
         while True:
-            text = await self._queue.get()
+            text, on_sent = await self._queue.get()
             try:
                 await self.ws.send_str(text)
             except ConnectionError:
                 return
             self.sent += 1
+            if on_sent is not None:
+                on_sent()
 
     def abort(self) -> None:
         """Drop the TCP connection without a websocket close handshake."""
@@ -279,8 +284,16 @@ class VenueServer(ABC):
         bids, asks = book.levels()
         return book.update_id, bids, asks
 
-    def publish_book(self, symbol: str, ts: int, bids: Sequence[Level], asks: Sequence[Level]) -> None:
-        """Make (bids, asks) the venue's book for `symbol` at `ts` and send the change to subscribers."""
+    def publish_book(
+        self,
+        symbol: str,
+        ts: int,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        """Make (bids, asks) the venue's book for `symbol` at `ts` and send the change to subscribers; `on_sent` is
+        called each time a connection has written the change's frame (not for frames a fault replaced)."""
         book = self.books[symbol]
         inst = book.instrument
         new_bids = {inst.price_text(p): inst.size_text(s) for p, s in bids}
@@ -297,7 +310,7 @@ class VenueServer(ABC):
             for listener in self._listeners:
                 listener(symbol, ts, sent_bids, sent_asks)
         for topic, text in self.book_frames(book, bid_changes, ask_changes, prev_id):
-            self._broadcast_book_frame(topic, text)
+            self._broadcast_book_frame(topic, text, on_sent)
 
     def publish_trade(self, symbol: str, ts: int, price: float, size: float, side: str) -> None:
         """Send one public trade (`side` is the taker's) to subscribers."""
@@ -315,11 +328,11 @@ class VenueServer(ABC):
         conn.topics.discard(topic)
         self._subscribers.get(topic, set()).discard(conn)
 
-    def broadcast(self, topic: str, text: str) -> None:
+    def broadcast(self, topic: str, text: str, on_sent: Callable[[], None] | None = None) -> None:
         for conn in self._subscribers.get(topic, ()):
-            conn.send(text)
+            conn.send(text, on_sent)
 
-    def _broadcast_book_frame(self, topic: str, text: str) -> None:
+    def _broadcast_book_frame(self, topic: str, text: str, on_sent: Callable[[], None] | None = None) -> None:
         if not self._subscribers.get(topic):
             return
         held = self._held.pop(topic, None)
@@ -334,7 +347,7 @@ class VenueServer(ABC):
         elif fault is Fault.MALFORMED:
             self.broadcast(topic, text[: len(text) // 2])
         if text:
-            self.broadcast(topic, text)
+            self.broadcast(topic, text, on_sent)
         if held is not None:
             self.broadcast(topic, held)
 
