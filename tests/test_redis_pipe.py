@@ -15,7 +15,7 @@ from private_redis import make_tls_files, private_redis
 
 from bot.bus.channels import Channels
 from bot.bus.client import RedisAccess, redis_client
-from bot.bus.publisher import SignalPublisher
+from bot.bus.publisher import Publisher, SignalPublisher, route_by_type
 from bot.bus.secrets import Secrets
 from bot.config import RedisConfig
 from bot.messages import Signal
@@ -142,3 +142,23 @@ async def test_an_error_reply_sends_the_unconfirmed_messages_again_in_order(redi
         await client.delete(stream)
         await client.aclose()
     assert stored == [s.id for s in sent]
+
+
+async def test_a_burst_goes_out_message_by_message_or_in_one_write_without_write_now(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
+    batches: dict[bool, int] = {}
+    for write_now in (True, False):
+        publisher: Publisher[Signal] = Publisher(
+            client, route_by_type(channels), stream_maxlen=1000, queue_size=100, write_now=write_now
+        )
+        publisher.start()
+        assert publisher.submit(_signals(1)[0])
+        await eventually(lambda p=publisher: p.stats.published == 1, message="the connection never came up")
+        assert all(publisher.submit(signal) for signal in _signals(20))  # one burst, no await in between
+        await publisher.close()
+        assert publisher.stats.published == 21
+        batches[write_now] = publisher.stats.batches - 1
+    await client.delete(channels.signal_stream())
+    await client.aclose()
+    assert batches == {True: 20, False: 1}

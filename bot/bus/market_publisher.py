@@ -66,6 +66,7 @@ class MarketPublisher:
             clock=clock,
             name="publisher:market",
             signer=signer,
+            write_now=False,  # no one waits on a book snapshot: the books of a loop turn go out in one write
         )
         return cls(publisher, book_rate_per_s, clock)
 

@@ -126,7 +126,8 @@ class Publisher(Generic[M]):
 
     `route(message)` names the channel and the stream (None: pub/sub only). A submitted message is encoded (and
     signed, with a `signer`) at once and held until Redis confirms it: written on the spot through a `RedisPipe`
-    when everything before it is already on the wire, else by the writer task, which also (re)connects. At most
+    when everything before it is already on the wire (unless `write_now` is False), else by the writer task, which
+    also (re)connects and writes whatever accumulated meanwhile in one write. At most
     `queue_size` messages are held: beyond that a new one is dropped (counted, warned at a bounded rate) instead of
     blocking the producer. A lost connection or an error reply sends every unconfirmed message again, in order,
     after a backoff, so nothing accepted is lost (a message whose reply was lost may arrive twice: subscribers
@@ -142,7 +143,10 @@ class Publisher(Generic[M]):
         clock: Clock | None = None,
         name: str = "publisher",
         signer: Signer | None = None,
+        write_now: bool = True,
     ) -> None:
+        """`write_now=False` leaves every write to the writer task: a little later, but one write (one system call)
+        for a burst, for messages no one waits on (book snapshots)."""
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.stats = PublisherStats()
@@ -153,6 +157,7 @@ class Publisher(Generic[M]):
         self._capacity = queue_size
         self._clock = clock or SystemClock()
         self._signer = signer
+        self._write_now = write_now
         self._rng = random.Random()
         self._held: deque[tuple[bytes, Route]] = deque()
         self._on_wire = 0  # how many held messages, from the oldest, the current pipe has taken
@@ -190,7 +195,12 @@ class Publisher(Generic[M]):
             return False
         self._held.append((payload, route))
         pipe = self._pipe
-        if pipe is not None and self._on_wire == len(self._held) - 1 and pipe.buffered_bytes < HIGH_WATER_BYTES:
+        if (
+            self._write_now
+            and pipe is not None
+            and self._on_wire == len(self._held) - 1
+            and pipe.buffered_bytes < HIGH_WATER_BYTES
+        ):
             self._send(pipe, 1)
         else:
             self._wake.set()
