@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sys
 import uuid
@@ -87,13 +88,16 @@ async def test_publisher_keeps_signals_while_redis_is_down_and_delivers_them_aft
     assert publisher.dropped == 0
 
 
-async def test_publisher_counts_what_a_full_queue_drops(redis_url: str) -> None:
+async def test_publisher_counts_what_a_full_queue_drops(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     client = aioredis.from_url(redis_url)
     channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
     publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=10)
-    accepted = [publisher.submit(_signal()) for _ in range(15)]
+    with caplog.at_level(logging.WARNING, logger="bot.bus.publisher"):
+        accepted = [publisher.submit(_signal()) for _ in range(15)]
     assert accepted == [True] * 10 + [False] * 5
     assert publisher.dropped == 5
+    # It says so, at a bounded rate: once for the five, in the words the redis-restart drill counts.
+    assert [r.getMessage() for r in caplog.records] == ["publisher queue full: 1 items dropped so far"]
     publisher.start()
     await publisher.close()
     assert publisher.stats.published == 10

@@ -39,15 +39,19 @@ class ErrorCounter(logging.Handler):
 
 
 class WarningCounter(logging.Handler):
-    """Count WARNING records of one logger (e.g. a full queue saying that it drops)."""
+    """Count WARNING records of one logger (e.g. a full queue saying that it drops), only those whose message
+    contains `containing` when it is given."""
 
-    def __init__(self, logger: str) -> None:
+    def __init__(self, logger: str, containing: str | None = None) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
         self._logger = logger
+        self._containing = containing
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno == logging.WARNING:
+        if record.levelno == logging.WARNING and (
+            self._containing is None or self._containing in record.getMessage()
+        ):
             self.count += 1
 
     def __enter__(self) -> WarningCounter:

@@ -179,7 +179,7 @@ async def run_redis_restart(report: DrillReport, short: bool, _workdir: Path) ->
     tasks: list[asyncio.Task[None]] = []
     outages: list[OutageOutcome] = []
     try:
-        with ErrorCounter() as errors, WarningCounter("bot.queues") as drop_warnings:
+        with ErrorCounter() as errors, WarningCounter("bot.bus.publisher", containing="queue full") as drop_warnings:
             for follower, name in ((stream_sub, "stream"), (pubsub_sub, "pubsub")):
                 tasks.append(asyncio.create_task(follower.run(), name=f"drill:{name}-subscriber"))
             await asyncio.wait_for(asyncio.gather(stream_sub.ready.wait(), pubsub_sub.ready.wait()), 10.0)
