@@ -3,6 +3,9 @@ passwords, databases and TLS reach the Redis the client reaches; refusals and er
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import orjson
 import redis
 import redis.asyncio as aioredis
-from helpers import eventually, make_signal
+from helpers import eventually, free_port, make_signal
 from private_redis import make_tls_files, private_redis
 
 from bot.bus.channels import Channels
@@ -162,3 +165,30 @@ async def test_a_burst_goes_out_message_by_message_or_in_one_write_without_write
     await client.delete(channels.signal_stream())
     await client.aclose()
     assert batches == {True: 20, False: 1}
+
+
+async def test_a_connection_reset_while_logging_in_is_a_counted_redis_error() -> None:
+    """Not Redis (nothing here can reset a real Redis's login on cue): a loopback server that answers the login with
+    a TCP reset. The publisher counts it and retries; its writer task does not die."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the AUTH has arrived
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    port = free_port()
+    server = await asyncio.start_server(reset, "127.0.0.1", port)
+    client = aioredis.from_url(f"redis://:secret@127.0.0.1:{port}/0")
+    publisher = SignalPublisher(client, Channels("arbtest"), stream_maxlen=1000, queue_size=100)
+    publisher.start()
+    try:
+        assert publisher.submit(_signals(1)[0])
+        await eventually(lambda: publisher.stats.redis_errors >= 2, message="the resets were never counted")
+        await publisher.close(timeout_s=0.2)
+    finally:
+        server.close()
+        await server.wait_closed()
+        await client.aclose()
+    assert publisher.tasks.failures == 0
+    assert (publisher.stats.published, publisher.pending) == (0, 1)

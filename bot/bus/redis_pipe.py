@@ -80,6 +80,9 @@ class RedisPipe:
         try:
             async with asyncio.timeout(timeout):
                 await _handshake(settings, reader, writer)
+        except (OSError, TimeoutError) as exc:
+            writer.close()
+            raise RedisConnectionError(f"Redis connection lost while logging in ({type(exc).__name__}: {exc})") from exc
         except BaseException:
             writer.close()
             raise
