@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import free_port, wait_until
 
+from bot.config import RedisConfig
+
 
 @dataclass(frozen=True)
 class PrivateRedis:
@@ -154,3 +156,13 @@ def make_tls_files(folder: Path) -> TlsFiles:
     files.client_cert.write_bytes(client_cert)
     files.client_key.write_bytes(client_key)
     return files
+
+
+def tls_config(server: PrivateRedis, tls: TlsFiles) -> RedisConfig:
+    """The Redis config that reaches a TLS-only private server with the client certificate."""
+    return RedisConfig(
+        url=f"rediss://127.0.0.1:{server.port}/0",
+        tls_ca_file=tls.ca,
+        tls_cert_file=tls.client_cert,
+        tls_key_file=tls.client_key,
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from private_redis import make_tls_files, private_redis
+from private_redis import make_tls_files, private_redis, tls_config
 from redis.exceptions import AuthenticationError, ConnectionError
 
 from bot.bus.client import RedisAccess, redis_client
@@ -55,12 +55,7 @@ async def test_a_refused_password_says_so(tmp_path: Path) -> None:
 async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path)
     with private_redis(tmp_path, password=PASSWORD, tls=tls) as server:
-        config = RedisConfig(
-            url=f"rediss://127.0.0.1:{server.port}/0",
-            tls_ca_file=tls.ca,
-            tls_cert_file=tls.client_cert,
-            tls_key_file=tls.client_key,
-        )
+        config = tls_config(server, tls)
         client = redis_client(RedisAccess.of(config, Secrets(PASSWORD)))
         try:
             assert await client.ping()

@@ -14,7 +14,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 from helpers import eventually, free_port, make_signal
-from private_redis import make_tls_files, private_redis
+from private_redis import make_tls_files, private_redis, tls_config
 
 from bot.bus.channels import Channels
 from bot.bus.client import RedisAccess, redis_client
@@ -30,6 +30,12 @@ def _signals(count: int) -> list[Signal]:
     return [make_signal(opportunity_id=uuid.uuid4().hex, net_edge_bps=1.0 + i) for i in range(count)]
 
 
+def _started(client: aioredis.Redis, channels: Channels) -> SignalPublisher:
+    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
+    publisher.start()
+    return publisher
+
+
 async def _stream_ids(client: aioredis.Redis, stream: str) -> list[str]:
     return [orjson.loads(fields[b"data"])["id"] for _, fields in await client.xrange(stream)]
 
@@ -37,8 +43,7 @@ async def _stream_ids(client: aioredis.Redis, stream: str) -> list[str]:
 async def test_a_submitted_signal_reaches_redis_without_the_event_loop_running(redis_url: str) -> None:
     client = aioredis.from_url(redis_url)
     channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
-    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
-    publisher.start()
+    publisher = _started(client, channels)
     first, second = _signals(2)
     assert publisher.submit(first)
     await eventually(lambda: publisher.stats.published == 1, message="the first signal was never confirmed")
@@ -68,8 +73,7 @@ async def test_the_pipe_authenticates_as_an_acl_user_and_selects_the_database(tm
                                 commands=["+@all"])  # fmt: skip
         client = redis_client(RedisAccess.of(RedisConfig(url=url, username="signals"), Secrets("signals-pw-0042")))
         channels = Channels("arbtest")
-        publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
-        publisher.start()
+        publisher = _started(client, channels)
         sent = _signals(5)
         try:
             assert all(publisher.submit(signal) for signal in sent)
@@ -89,16 +93,10 @@ async def test_the_pipe_authenticates_as_an_acl_user_and_selects_the_database(tm
 async def test_the_pipe_speaks_tls_with_a_client_certificate(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path)
     with private_redis(tmp_path, password=PASSWORD, tls=tls) as server:
-        config = RedisConfig(
-            url=f"rediss://127.0.0.1:{server.port}/0",
-            tls_ca_file=tls.ca,
-            tls_cert_file=tls.client_cert,
-            tls_key_file=tls.client_key,
-        )
+        config = tls_config(server, tls)
         client = redis_client(RedisAccess.of(config, Secrets(PASSWORD)))
         channels = Channels("arbtest")
-        publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
-        publisher.start()
+        publisher = _started(client, channels)
         sent = _signals(3)
         try:
             assert all(publisher.submit(signal) for signal in sent)
@@ -114,8 +112,7 @@ async def test_refused_credentials_keep_the_messages_and_count_the_errors(tmp_pa
     with private_redis(tmp_path, password=PASSWORD) as server:
         url = f"redis://127.0.0.1:{server.port}/0"
         client = redis_client(RedisAccess.of(RedisConfig(url=url), Secrets("not-the-password")))
-        publisher = SignalPublisher(client, Channels("arbtest"), stream_maxlen=1000, queue_size=100)
-        publisher.start()
+        publisher = _started(client, Channels("arbtest"))
         try:
             assert all(publisher.submit(signal) for signal in _signals(3))
             await eventually(lambda: publisher.stats.redis_errors >= 2, message="the refusal was never counted")
@@ -130,8 +127,7 @@ async def test_an_error_reply_sends_the_unconfirmed_messages_again_in_order(redi
     channels = Channels(f"arbtest{uuid.uuid4().hex[:8]}")
     stream = channels.signal_stream()
     await client.set(stream, "not a stream")  # every XADD fails with WRONGTYPE until the key is gone
-    publisher = SignalPublisher(client, channels, stream_maxlen=1000, queue_size=100)
-    publisher.start()
+    publisher = _started(client, channels)
     sent = _signals(4)
     try:
         assert all(publisher.submit(signal) for signal in sent)
@@ -180,8 +176,7 @@ async def test_a_connection_reset_while_logging_in_is_a_counted_redis_error() ->
     port = free_port()
     server = await asyncio.start_server(reset, "127.0.0.1", port)
     client = aioredis.from_url(f"redis://:secret@127.0.0.1:{port}/0")
-    publisher = SignalPublisher(client, Channels("arbtest"), stream_maxlen=1000, queue_size=100)
-    publisher.start()
+    publisher = _started(client, Channels("arbtest"))
     try:
         assert publisher.submit(_signals(1)[0])
         await eventually(lambda: publisher.stats.redis_errors >= 2, message="the resets were never counted")
